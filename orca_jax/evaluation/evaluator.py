@@ -1,0 +1,140 @@
+"""Evaluates one checkpoint: held-out loss on response tokens, and exact-match accuracy of greedy answers.
+
+The checkpoint carries its model and data config (vocabulary, chat template, row length), so the
+evaluation needs no model flags and asks questions in the layout the model was trained on. Outputs
+go into the run's folder:
+
+    CHECKPOINT_DIR/eval/metrics_step_<N>.json       the metrics below
+    CHECKPOINT_DIR/eval/inferences_step_<N>.jsonl   per question: task, input, target, generation, answer, correct
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+
+from orca_jax.data.tasks import DataConfig, host_batches
+from orca_jax.data.templates import get_template
+from orca_jax.data.vocab import make_vocabulary
+from orca_jax.evaluation import answers
+from orca_jax.evaluation.benchmarks import read_bbh_file
+from orca_jax.model.config import ModelConfig
+from orca_jax.model.decode import greedy_generate
+from orca_jax.model.llama import Decoder
+from orca_jax.parallel import sharding
+from orca_jax.parallel.sharding import MeshConfig
+from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+from orca_jax.training.step import abstract_params, jit_eval_step, shardings_of, strip_axis_names
+
+
+def open_checkpoints(checkpoint_dir: str) -> Checkpoints:
+    """CHECKPOINT_DIR may be a MODEL_DIR (holding checkpoints/) or the checkpoints folder itself."""
+    nested = checkpoints_dir(checkpoint_dir)
+    return Checkpoints(nested if os.path.isdir(nested) else os.path.abspath(checkpoint_dir), create=False)
+
+
+def restore_model(checkpoints: Checkpoints, step: int, mesh) -> tuple[Decoder, dict, dict]:
+    """The model and its parameters at `step`, sharded on `mesh`; also the checkpoint's meta."""
+    meta = checkpoints.restore_meta(step)
+    model = Decoder(ModelConfig.from_dict(meta["model"]))
+    boxed = abstract_params(model)
+    params = checkpoints.restore_params(step, strip_axis_names(boxed), shardings_of(boxed, mesh))
+    return model, params, meta
+
+
+def heldout_loss(model: Decoder, params, mesh, data: DataConfig, files: str, batch_size: int) -> dict[str, float]:
+    """Mean loss and token accuracy on the response tokens of the held-out records."""
+    task = DataConfig(**{**data.to_dict(), "task_name": f"{data.task_name}_heldout", "validation_files": files})
+    task.register()
+    step = jit_eval_step(model, jax.tree.map(lambda x: x.sharding, params), mesh)
+    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
+    rows = sharding.host_batch_size(batch_size, mesh)
+    for batch in host_batches(
+        task.task_name, "validation", data.sequence_length, rows, pack=True, shuffle=False, seed=None, num_epochs=1,
+        shard_index=jax.process_index(), num_shards=jax.process_count(),
+    ):
+        sums = jax.device_get(step(params, sharding.global_batch(batch, mesh)))
+        totals = {k: totals[k] + float(sums[k]) for k in totals}
+    weight = max(totals["weight_sum"], 1.0)
+    return {
+        "heldout_loss": totals["loss_sum"] / weight,
+        "heldout_token_accuracy": totals["correct_sum"] / weight,
+        "heldout_response_tokens": totals["weight_sum"],
+    }
+
+
+def answer_accuracy(model: Decoder, params, mesh, data: DataConfig, bbh_file: str, *, system_message: str,
+                    batch_size: int, max_new_tokens: int) -> tuple[dict[str, float], list[dict]]:
+    """Greedy answers to a BBH-format file, scored by exact match of the extracted answer."""
+    vocab = make_vocabulary(data.vocabulary)
+    template = get_template(data.template)
+    examples = read_bbh_file(bbh_file)
+    inferences = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        prompts = [[vocab.bos_id, *vocab.encode(template.prompt(system_message, ex.input))] for ex in chunk]
+        outputs = greedy_generate(model, params, prompts, max_new_tokens=max_new_tokens, eos_id=vocab.eos_id, mesh=mesh)
+        for ex, out in zip(chunk, outputs):
+            generation = vocab.decode(out)
+            answer = answers.extract_answer(generation)
+            inferences.append({
+                "task": ex.task, "input": ex.input, "target": ex.target, "generation": generation,
+                "answer": answer, "correct": answer is not None and answer == answers.normalize(ex.target),
+            })
+    n = len(inferences)
+    task = examples[0].task
+    metrics = {
+        f"{task}/accuracy": sum(r["correct"] for r in inferences) / n,
+        f"{task}/parsed": sum(r["answer"] is not None for r in inferences) / n,
+        f"{task}/examples": float(n),
+    }
+    return metrics, inferences
+
+
+def evaluate(
+    checkpoint_dir: str,
+    *,
+    step: int | None = None,
+    heldout_files: str = "",
+    bbh_file: str = "",
+    system_message: str = "",
+    batch_size: int = 64,
+    max_new_tokens: int = 256,
+    mesh_config: MeshConfig = MeshConfig(),
+) -> dict[str, float]:
+    """Evaluates the checkpoint at `step` (the latest when None) and writes metrics and inferences."""
+    start = time.time()
+    checkpoints = open_checkpoints(checkpoint_dir)
+    step = checkpoints.resolve_step(step)
+    mesh = sharding.make_mesh(mesh_config)
+    metrics: dict[str, float] = {"step": float(step)}
+    with sharding.use_mesh(mesh):
+        model, params, meta = restore_model(checkpoints, step, mesh)
+        data = DataConfig(**meta["data"])
+        if heldout_files:
+            metrics.update(heldout_loss(model, params, mesh, data, heldout_files, batch_size))
+        inferences = []
+        if bbh_file:
+            scores, inferences = answer_accuracy(
+                model, params, mesh, data, bbh_file,
+                system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            )
+            metrics.update(scores)
+    metrics["eval_seconds"] = time.time() - start
+    checkpoints.close()
+    if jax.process_index() == 0:
+        write_outputs(os.path.join(checkpoint_dir, "eval"), step, metrics, inferences)
+    return metrics
+
+
+def write_outputs(out_dir: str, step: int, metrics: dict[str, float], inferences: list[dict]) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"metrics_step_{step}.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    if inferences:
+        with open(os.path.join(out_dir, f"inferences_step_{step}.jsonl"), "w", encoding="utf-8") as f:
+            for row in inferences:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,75 @@
+"""The decoder's hyperparameters, and the shapes that follow from them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from orca_jax.errors import ConfigError
+
+REMAT_POLICIES = ("none", "full", "save_dots")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A LLaMA-family decoder: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention, no biases."""
+
+    vocab_size: int = 32000  # ids the tokenizer produces; the table is padded past it
+    d_model: int = 4096
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 0  # 0 means num_heads (multi-head attention)
+    head_dim: int = 0  # 0 means d_model // num_heads
+    mlp_dim: int = 11008
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    vocab_multiple: int = 128  # pad the embedding rows to a multiple of this, for sharding
+    param_dtype: str = "float32"  # master weights
+    dtype: str = "bfloat16"  # activations and matmuls
+    remat: str = "none"  # none | full | save_dots: what the backward pass recomputes per layer
+
+    def __post_init__(self):
+        if self.remat not in REMAT_POLICIES:
+            raise ConfigError(f"ModelConfig.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
+        for field in ("param_dtype", "dtype"):
+            if getattr(self, field) not in DTYPES:
+                raise ConfigError(f"ModelConfig.{field}: {getattr(self, field)!r} is not one of {sorted(DTYPES)}")
+        if self.num_heads % self.kv_heads:
+            raise ConfigError(f"ModelConfig: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}")
+        if self.head_size % 2:
+            raise ConfigError(f"ModelConfig: head size {self.head_size} must be even for RoPE")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    def num_params(self) -> int:
+        """Parameter count, padded embedding rows included."""
+        d, v = self.d_model, self.padded_vocab_size
+        attn = d * self.head_size * (2 * self.num_heads + 2 * self.kv_heads)
+        mlp = 3 * d * self.mlp_dim
+        per_layer = attn + mlp + 2 * d
+        return v * d * (1 if self.tie_embeddings else 2) + self.num_layers * per_layer + d
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"ModelConfig: unknown fields {unknown}")
+        return cls(**d)

@@ -1,0 +1,85 @@
+"""Batched greedy decoding with a KV cache: one prefill over the prompts, then a compiled loop.
+
+Prompts are left-padded (0 = padding) so that every row's next token goes to the same cache slot;
+each row keeps its own positions, which count only its real tokens. Padding slots carry segment 0
+and are never attended to. A row stops at EOS; the loop stops when every row has, or after
+`max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from orca_jax.model.llama import Decoder, init_cache
+from orca_jax.parallel import sharding
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    out = np.zeros((len(prompts), length), np.int32)
+    for i, p in enumerate(prompts):
+        if len(p) > length:
+            raise ValueError(f"prompt {i} has {len(p)} tokens, more than {length}")
+        if p:
+            out[i, length - len(p) :] = p
+    return out
+
+
+@partial(jax.jit, static_argnames=("model", "max_new_tokens", "eos_id"))
+def _greedy(model: Decoder, params, prompts: jax.Array, max_new_tokens: int, eos_id: int) -> jax.Array:
+    batch, prompt_len = prompts.shape
+    segments = (prompts != 0).astype(jnp.int32)
+    positions = jnp.maximum(jnp.cumsum(segments, axis=1) - 1, 0)
+    cache = init_cache(model.config, batch, prompt_len + max_new_tokens)
+    logits, cache = model.apply({"params": params}, prompts, positions, segments, cache=cache, cache_index=0)
+    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+
+    def cond(carry):
+        i, _, _, _, done, _ = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, cache, token, position, done, out = carry
+        out = out.at[:, i].set(jnp.where(done, 0, token))
+        done = done | (token == eos_id)
+        logits, cache = model.apply(
+            {"params": params}, token[:, None], position[:, None], jnp.ones((batch, 1), jnp.int32),
+            cache=cache, cache_index=prompt_len + i,
+        )
+        token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+        return i + 1, cache, token, position + 1, done, out
+
+    out = jnp.zeros((batch, max_new_tokens), jnp.int32)
+    done = jnp.zeros((batch,), bool)
+    carry = (jnp.int32(0), cache, first, positions[:, -1] + 1, done, out)
+    return jax.lax.while_loop(cond, body, carry)[-1]
+
+
+def greedy_generate(
+    model: Decoder, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int, mesh: Mesh,
+    pad_to: int = 64,
+) -> list[list[int]]:
+    """Greedy continuations of `prompts` (token lists, BOS included), each cut after its EOS.
+
+    The batch is padded to a multiple of the mesh's batch shards and the prompt length to a multiple
+    of `pad_to`, so a handful of shapes compile once each."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    n = len(prompts)
+    rows = -(-n // shards) * shards
+    length = -(-max(len(p) for p in prompts) // pad_to) * pad_to
+    padded = list(prompts) + [prompts[0]] * (rows - n)
+    host_tokens = left_pad(padded, length)  # every host holds all prompts and places its own shards
+    tokens = jax.make_array_from_callback(host_tokens.shape, sharding.batch_sharding(mesh), lambda i: host_tokens[i])
+    generated = _greedy(model, params, tokens, max_new_tokens, eos_id)
+    out = np.asarray(multihost_utils.process_allgather(generated, tiled=True))[:n]
+    results = []
+    for row in out.tolist():
+        row = [t for t in row if t != 0]
+        results.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
+    return results

@@ -1,0 +1,184 @@
+"""The LLaMA-family decoder in Flax: RMSNorm, RoPE, SwiGLU, grouped-query attention, scanned layers.
+
+The model is a pure function of (params, tokens, positions, segment_ids): `Decoder(cfg).apply(
+{"params": params}, ...)`. Packed rows are handled by the attention mask, which lets a token see
+only earlier tokens of its own segment (segment 0 is padding and sees nothing), so a packed row
+computes exactly what its examples compute alone.
+
+Shapes: B batch, T query length, S key length, D d_model, H query heads, K kv heads, G = H // K
+queries per kv head, E head size, F mlp_dim, V padded vocabulary, L layers.
+
+Every parameter and the main activations carry logical axis names; `orca_jax.parallel.sharding`
+maps them onto the (data, fsdp, tensor) mesh with one rules table. Layers are stacked on a leading
+`layers` axis and run with `nn.scan`, so compile time does not grow with depth.
+
+Decoding passes a KV cache: per layer, keys and values for S slots, plus the segment id of each
+slot. New tokens are written at `cache_index`, and queries attend over all slots up to their own.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from orca_jax.model.config import DTYPES, ModelConfig
+
+Array = jax.Array
+NEG_INF = -1e30  # masked scores; finite so fully masked (padding) rows stay NaN-free
+
+
+def rms_norm(x: Array, scale: Array, eps: float, dtype) -> Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return normed.astype(dtype) * scale.astype(dtype)
+
+
+def apply_rope(x: Array, positions: Array, theta: float) -> Array:
+    """Rotary embedding in LLaMA's rotate-half layout (as in Hugging Face weights). x: [B, T, N, E]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
+    cos = jnp.cos(angles)[:, :, None, :]
+    sin = jnp.sin(angles)[:, :, None, :]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def attention_mask(q_slots: Array, q_segments: Array, kv_slots: Array, kv_segments: Array) -> Array:
+    """[B, T, S] True where a query may attend: an earlier-or-same slot of the same, real segment."""
+    causal = kv_slots[None, None, :] <= q_slots[:, :, None]
+    same_segment = kv_segments[:, None, :] == q_segments[:, :, None]
+    return causal & same_segment & (kv_segments[:, None, :] != 0)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E]."""
+    b, t, h, e = q.shape
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, h // kv, e)
+    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) / jnp.sqrt(e).astype(jnp.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h, e)
+
+
+def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], names: tuple[str, ...], dtype):
+    return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm attention then pre-norm SwiGLU MLP, each added to the residual stream."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array, positions: Array, q_slots: Array, q_segments: Array, kv_segments: Array,
+                 cache_index: Array | None, layer_cache: dict | None):
+        cfg = self.config
+        dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
+        d, h, kv, e, f = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size, cfg.mlp_dim
+        fan_in = nn.initializers.lecun_normal
+        ones = nn.initializers.ones
+
+        # Attention.
+        y = rms_norm(x, _param(self, "attn_norm", ones, (d,), ("norm",), pdtype), cfg.norm_eps, dtype)
+        wq = _param(self, "wq", fan_in(in_axis=0, out_axis=(1, 2)), (d, h, e), ("embed", "heads", "head_dim"), pdtype)
+        wk = _param(self, "wk", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype)
+        wv = _param(self, "wv", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype)
+        wo = _param(self, "wo", fan_in(in_axis=(0, 1), out_axis=2), (h, e, d), ("heads", "head_dim", "embed"), pdtype)
+        q = apply_rope(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), positions, cfg.rope_theta)
+        k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, cfg.rope_theta)
+        v = jnp.einsum("btd,dke->btke", y, wv.astype(dtype))
+        q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
+        if layer_cache is None:
+            kv_slots = q_slots[0]
+            new_cache = None
+        else:
+            k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
+            kv_slots = jnp.arange(k.shape[1])
+            new_cache = {"k": k, "v": v}
+        mask = attention_mask(q_slots, q_segments, kv_slots, kv_segments)
+        out = dot_product_attention(q, k.astype(dtype), v.astype(dtype), mask)
+        x = x + jnp.einsum("bthe,hed->btd", out, wo.astype(dtype))
+        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+
+        # SwiGLU MLP.
+        y = rms_norm(x, _param(self, "mlp_norm", ones, (d,), ("norm",), pdtype), cfg.norm_eps, dtype)
+        w_gate = _param(self, "w_gate", fan_in(), (d, f), ("embed", "mlp"), pdtype)
+        w_up = _param(self, "w_up", fan_in(), (d, f), ("embed", "mlp"), pdtype)
+        w_down = _param(self, "w_down", fan_in(), (f, d), ("mlp", "embed"), pdtype)
+        hidden = jax.nn.silu(y @ w_gate.astype(dtype)) * (y @ w_up.astype(dtype))
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "act_mlp"))
+        x = x + hidden @ w_down.astype(dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+        return x, new_cache
+
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class Decoder(nn.Module):
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, positions: Array, segment_ids: Array,
+                 cache: dict | None = None, cache_index: Array | None = None):
+        """tokens, positions, segment_ids: [B, T] int32. Returns float32 logits [B, T, V], and the
+        updated cache when one is given (cache_index: the slot of tokens[:, 0])."""
+        cfg = self.config
+        dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
+        v, d = cfg.padded_vocab_size, cfg.d_model
+        embedding = _param(self, "embedding", nn.initializers.normal(1.0), (v, d), ("table_vocab", "table_embed"), pdtype)
+        x = jnp.take(embedding, tokens, axis=0).astype(dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+
+        t = tokens.shape[1]
+        if cache is None:
+            q_slots = jnp.broadcast_to(jnp.arange(t), tokens.shape)
+            kv_segments, layer_caches = segment_ids, None
+        else:
+            q_slots = jnp.broadcast_to(cache_index + jnp.arange(t), tokens.shape)
+            kv_segments = jax.lax.dynamic_update_slice(cache["segments"], segment_ids, (0, cache_index))
+            layer_caches = {"k": cache["k"], "v": cache["v"]}
+
+        block = DecoderLayer
+        if cfg.remat != "none":
+            block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+        layers = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+            length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(cfg, name="layers")
+        x, new_layer_caches = layers(x, positions, q_slots, segment_ids, kv_segments, cache_index, layer_caches)
+
+        x = rms_norm(x, _param(self, "final_norm", nn.initializers.ones, (d,), ("norm",), pdtype), cfg.norm_eps, dtype)
+        if cfg.tie_embeddings:
+            logits = x @ embedding.astype(dtype).T
+        else:
+            head = _param(self, "lm_head", nn.initializers.lecun_normal(), (d, v), ("embed", "vocab"), pdtype)
+            logits = x @ head.astype(dtype)
+        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
+        # Padded vocabulary rows are never predicted.
+        logits = jnp.where(jnp.arange(v) < cfg.vocab_size, logits, NEG_INF)
+        if cache is None:
+            return logits
+        return logits, {**new_layer_caches, "segments": kv_segments}
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> dict:
+    """An empty KV cache for `max_length` slots (keys and values kept in the compute dtype)."""
+    shape = (cfg.num_layers, batch_size, max_length, cfg.kv_heads, cfg.head_size)
+    dtype = DTYPES[cfg.dtype]
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "segments": jnp.zeros((batch_size, max_length), jnp.int32),
+    }

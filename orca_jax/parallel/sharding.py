@@ -1,0 +1,120 @@
+"""Every sharding decision, on one screen: the mesh, the logical-axis rules, batches as global arrays.
+
+The mesh has three axes, in this order:
+    data    pure data parallelism: parameters replicated, batch split.
+    fsdp    data parallelism with parameters, gradients and optimizer state split (ZeRO-3).
+    tensor  tensor (Megatron) parallelism: heads and MLP columns split, activations all-reduced.
+
+Model code names array dimensions logically ("embed", "mlp", ...); `LOGICAL_AXIS_RULES` maps each
+name to mesh axes, first match wins. A dimension whose name maps to None is replicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from orca_jax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LOGICAL_AXIS_RULES = (
+    # Activations.
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    # Parameters: FSDP shards d_model, tensor parallelism shards heads, MLP and vocabulary.
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    # The input embedding table is split on its rows only: splitting both of its dimensions makes
+    # XLA fully rematerialize the table around the token gather.
+    ("table_vocab", ("tensor", "fsdp")),
+    ("table_embed", None),
+    ("head_dim", None),
+    ("norm", None),
+    ("layers", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Sizes of the mesh axes; one of them may be -1, meaning all devices left over."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+
+    def shape(self, num_devices: int) -> tuple[int, int, int]:
+        sizes = [self.data, self.fsdp, self.tensor]
+        if sizes.count(-1) > 1:
+            raise ConfigError(f"MeshConfig {sizes}: at most one axis may be -1")
+        if any(s == 0 or s < -1 for s in sizes):
+            raise ConfigError(f"MeshConfig {sizes}: sizes must be positive, or -1 to fill")
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if num_devices % known:
+                raise ConfigError(f"MeshConfig {sizes}: {num_devices} devices do not divide by {known}")
+            sizes[sizes.index(-1)] = num_devices // known
+        if math.prod(sizes) != num_devices:
+            raise ConfigError(f"MeshConfig {sizes}: needs {math.prod(sizes)} devices, there are {num_devices}")
+        return tuple(sizes)
+
+
+def make_mesh(config: MeshConfig, devices: list | None = None) -> Mesh:
+    devices = list(jax.devices() if devices is None else devices)
+    shape = config.shape(len(devices))
+    try:
+        grid = mesh_utils.create_device_mesh(shape, devices)
+    except (AssertionError, NotImplementedError, ValueError):
+        grid = np.array(devices).reshape(shape)  # no physical-topology layout for these devices
+    return Mesh(grid, MESH_AXES)  # Auto axis types, so logical sharding constraints apply
+
+
+def logical_to_sharding(logical_specs, mesh: Mesh):
+    """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches are split over data and fsdp on their first dimension."""
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This host's rows -> global arrays whose first dimension spans all hosts."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
+def host_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """Rows this host feeds; the global batch must split evenly over hosts and batch shards."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if global_batch_size % shards:
+        raise ConfigError(f"batch size {global_batch_size} does not divide over data*fsdp = {shards} shards")
+    if global_batch_size % jax.process_count():
+        raise ConfigError(f"batch size {global_batch_size} does not divide over {jax.process_count()} hosts")
+    return global_batch_size // jax.process_count()
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh):
+    """Traces inside this context resolve logical sharding constraints on `mesh`."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        yield mesh

@@ -1,0 +1,108 @@
+"""Orbax checkpoints of the train state, plus a JSON description of the run that made them.
+
+Layout: `MODEL_DIR/checkpoints/<step>/` with three items:
+    params     the parameters (what eval and export restore)
+    opt_state  the optimizer state (what resuming training also restores)
+    meta       JSON: the step, the model config, the data config (vocabulary, template, row length)
+Orbax writes a step into a temporary folder and renames it when complete, so a run killed mid-save
+leaves no half-written step behind that `latest_step` would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from orca_jax.errors import CheckpointError
+
+ITEMS = ("params", "opt_state", "meta")
+
+
+def checkpoints_dir(model_dir: str) -> str:
+    return os.path.join(os.path.abspath(model_dir), "checkpoints")
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class Checkpoints:
+    """Saves every `save_every` steps (and when forced), keeps the newest `keep`, restores by step."""
+
+    def __init__(self, directory: str, *, save_every: int = 1, keep: int | None = None, create: bool = True):
+        self.directory = directory
+        if not create and not os.path.isdir(directory):
+            raise CheckpointError(f"{directory}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
+        self._manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(
+                save_interval_steps=save_every, max_to_keep=keep, create=create, enable_async_checkpointing=True
+            ),
+            item_names=ITEMS,
+        )
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def resolve_step(self, step: int | None) -> int:
+        """`step`, or the latest when None; an error naming the folder when it does not exist."""
+        steps = self.all_steps()
+        if not steps:
+            raise CheckpointError(f"{self.directory}: holds no complete checkpoint")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (there are {steps})")
+        return step
+
+    def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
+        """Starts an asynchronous save; returns whether this step was saved."""
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params),
+                opt_state=ocp.args.StandardSave(state.opt_state),
+                meta=ocp.args.JsonSave({**meta, "step": step}),
+            ),
+            force=force,
+        )
+
+    def restore_meta(self, step: int) -> dict[str, Any]:
+        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_params(self, step: int, abstract_params, shardings) -> Any:
+        """The parameters at `step`, placed with `shardings` (any mesh, not only the saving one)."""
+        target = _abstract(abstract_params, shardings)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{self.directory}/{step}: parameters do not match the model ({e})") from None
+        return restored["params"]
+
+    def restore_state(self, step: int, abstract_state, shardings):
+        """The full train state at `step`, for resuming."""
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(_abstract(abstract_state.params, shardings.params)),
+                    opt_state=ocp.args.StandardRestore(_abstract(abstract_state.opt_state, shardings.opt_state)),
+                ),
+            )
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{self.directory}/{step}: state does not match the model and optimizer ({e})") from None
+        step_array = jax.device_put(jnp.asarray(step, jnp.int32), shardings.step)
+        return abstract_state.replace(step=step_array, params=restored["params"], opt_state=restored["opt_state"])
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()

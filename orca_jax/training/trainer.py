@@ -1,0 +1,144 @@
+"""The training loop: build the mesh, the model and the data, resume or initialize, step, log, save.
+
+`train(...)` is plain Python with explicit arguments; `orca_jax/train.py` is the binary that fills
+them from gin. Everything the run writes goes into MODEL_DIR:
+
+    MODEL_DIR/config.gin            the resolved gin config (written by the binary)
+    MODEL_DIR/checkpoints/<step>/   Orbax checkpoints (see checkpoint.py)
+    MODEL_DIR/metrics.jsonl         one JSON object per log step
+    MODEL_DIR/tensorboard/train/    TensorBoard scalars
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+
+from orca_jax.data.tasks import DataConfig, host_batches
+from orca_jax.data.vocab import make_vocabulary
+from orca_jax.errors import ConfigError
+from orca_jax.model.config import ModelConfig
+from orca_jax.model.llama import Decoder
+from orca_jax.parallel import sharding
+from orca_jax.parallel.sharding import MeshConfig
+from orca_jax.training import step as step_lib
+from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+from orca_jax.training.metrics import MetricsLogger
+from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    num_steps: int = 1000
+    batch_size: int = 32  # rows per step, over all hosts
+    log_every: int = 50
+    checkpoint_every: int = 500  # the final step is always saved
+    keep_checkpoints: int = 3  # newest checkpoints kept; 0 keeps all
+    seed: int = 0  # parameter init and data order
+
+
+def check_vocabulary(model_config: ModelConfig, data_config: DataConfig) -> None:
+    vocab_size = make_vocabulary(data_config.vocabulary).vocab_size
+    if model_config.vocab_size < vocab_size:
+        raise ConfigError(
+            f"ModelConfig.vocab_size {model_config.vocab_size} is smaller than the vocabulary "
+            f"{data_config.vocabulary!r} ({vocab_size} ids)"
+        )
+
+
+def train(
+    model_dir: str,
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    optimizer_config: OptimizerConfig = OptimizerConfig(),
+    mesh_config: MeshConfig = MeshConfig(),
+    train_config: TrainConfig = TrainConfig(),
+) -> dict[str, float]:
+    """Trains to `train_config.num_steps`, resuming from MODEL_DIR's latest checkpoint if there is one.
+
+    Returns the metrics of the last log step."""
+    check_vocabulary(model_config, data_config)
+    data_config.register()
+    mesh = sharding.make_mesh(mesh_config)
+    rows_per_host = sharding.host_batch_size(train_config.batch_size, mesh)
+    model = Decoder(model_config)
+    total = train_config.num_steps
+    tx = make_optimizer(optimizer_config, total)
+    schedule = learning_rate_schedule(optimizer_config, total)
+    checkpoints = Checkpoints(
+        checkpoints_dir(model_dir),
+        save_every=train_config.checkpoint_every,
+        keep=train_config.keep_checkpoints or None,
+    )
+    meta = {"model": model_config.to_dict(), "data": data_config.to_dict()}
+
+    with sharding.use_mesh(mesh):
+        boxed = step_lib.abstract_state(model, tx)
+        shardings = step_lib.shardings_of(boxed, mesh)
+        start = checkpoints.latest_step() or 0
+        if start:
+            print(f"resuming from {checkpoints.directory}/{start}", flush=True)
+            state = checkpoints.restore_state(start, step_lib.strip_axis_names(boxed), shardings)
+        else:
+            state = step_lib.init_state(model, tx, train_config.seed, shardings)
+        print(
+            f"model: {model_config.num_params():,} parameters | mesh {dict(mesh.shape)} | "
+            f"batch {train_config.batch_size} x {data_config.sequence_length} | steps {start}->{total}",
+            flush=True,
+        )
+        train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
+        batches = host_batches(
+            data_config.task_name,
+            "train",
+            data_config.sequence_length,
+            rows_per_host,
+            pack=data_config.pack,
+            shuffle=True,
+            seed=train_config.seed,
+            num_epochs=None,
+            shard_index=jax.process_index(),
+            num_shards=jax.process_count(),
+        )
+        # The data order is a function of the seed: resuming replays it up to the restored step.
+        for _ in range(start):
+            next(batches)
+
+        logger = MetricsLogger(model_dir, total_steps=total)
+        pending, last, last_time, last_step = [], {}, time.time(), start
+        for step in range(start, total):
+            state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+            pending.append(metrics)
+            done = step + 1
+            checkpoints.save(done, state, meta, force=done == total)
+            if done % train_config.log_every == 0 or done == total:
+                last = summarize(jax.device_get(pending), time.time() - last_time, train_config, data_config)
+                logger.write(done, last, done - last_step)
+                pending, last_time, last_step = [], time.time(), done
+        checkpoints.wait()
+        checkpoints.close()
+        logger.close()
+    if start >= total:
+        print(f"{checkpoints.directory} already holds step {start} >= num_steps {total}: nothing to train", flush=True)
+    return last
+
+
+def summarize(steps: list[dict], seconds: float, train_config: TrainConfig, data_config: DataConfig) -> dict[str, float]:
+    """Means over the steps since the last log, plus throughput."""
+    out = {k: float(np.mean([m[k] for m in steps])) for k in ("loss", "accuracy", "grad_norm")}
+    out["learning_rate"] = float(steps[-1]["learning_rate"])
+    out["step_time"] = seconds / len(steps)
+    out["tokens_per_sec"] = float(sum(m["real_tokens"] for m in steps)) / seconds
+    slots = len(steps) * train_config.batch_size * data_config.sequence_length
+    out["row_slots_per_sec"] = slots / seconds
+    out["loss_tokens_per_step"] = float(np.mean([m["loss_tokens"] for m in steps]))
+    return out
+
+
+def model_dir_is_usable(model_dir: str) -> None:
+    """MODEL_DIR may be new, or one this trainer wrote (then the run resumes)."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ConfigError(f"MODEL_DIR {model_dir} exists and is not a folder")

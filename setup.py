@@ -1,0 +1,44 @@
+"""orca_jax: explanation tuning (Orca) in JAX. Versions are pinned to the stack the tests ran on."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "tensorboard==2.21.0",  # tf.summary needs it to write TensorBoard scalars
+    "gin-config==0.5.0",
+    "sentencepiece==0.2.3",
+    "numpy==2.4.6",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest==9.2.0", "ruff==0.17.6"],
+    "tpu": ["libtpu==0.0.52"],
+}
+
+setup(
+    name="orca_jax",
+    version="0.1.0",
+    description="Explanation tuning (Microsoft's Orca) in JAX: SeqIO data, sharded Flax LLaMA, Orbax, TPU pods.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["orca_jax", "orca_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "orca-train=orca_jax.train:main",
+            "orca-eval=orca_jax.eval:main",
+            "orca-data=orca_jax.data.cli:main",
+        ]
+    },
+)
