@@ -16,6 +16,7 @@ import ast
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -85,14 +86,16 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: str =
     try:
         with _quiet_logging():  # gin logs an error for every search path an include is not in
             gin.parse_config_files_and_bindings(list(files), None, finalize_config=False)
-    except (ValueError, KeyError, SyntaxError, IOError) as e:
+    except (OSError, ValueError, KeyError, SyntaxError) as e:
         raise ConfigError(f"gin: {_one_line(e)}") from None
     defined_macros = _macro_names()
     for line in bindings:
         name = line.split("=", 1)[0].strip()
         if "." not in name and name not in defined_macros:
             hint = ", ".join(sorted(defined_macros)) or "none"
-            raise ConfigError(f"unknown gin binding --gin.{name}: the gin files define no macro {name} (defined: {hint})")
+            raise ConfigError(
+                f"unknown gin binding --gin.{name}: the gin files define no macro {name} (defined: {hint})"
+            )
         try:
             gin.parse_config(line)
         except (ValueError, KeyError, SyntaxError) as e:
@@ -126,9 +129,9 @@ def call_configured(fn: Callable, name: str):
     """Calls the gin-configured `fn`; missing required bindings become a ConfigError."""
     try:
         return fn()
-    except TypeError as e:
-        if "missing" in str(e) or "Required bindings" in str(e):
-            raise ConfigError(f"gin: {name}: {_one_line(e)}") from None
+    except TypeError as e:  # the configurable itself was called with too few bindings
+        if re.match(rf"{re.escape(name)}\(\) missing \d+ required", str(e)):
+            raise ConfigError(f"gin: {_one_line(e)}") from None
         raise
     except RuntimeError as e:
         if "Required bindings" in str(e) or "gin.REQUIRED" in str(e):

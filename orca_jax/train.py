@@ -41,7 +41,9 @@ def configurables() -> dict:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="orca-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="orca-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     gin_cli.add_gin_flags(parser)
     args, bindings = gin_cli.parse_flags(parser, sys.argv[1:] if argv is None else argv)
     registry = gin_cli.register(configurables())

@@ -78,17 +78,17 @@ def resolve_files(patterns: str | Sequence[str]) -> list[str]:
 def read_jsonl(path: str) -> Iterator[OrcaRecord]:
     """Yields the validated records of one JSONL file; blank lines are allowed and skipped."""
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # decoded line by line, so an encoding error names its line
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, start=1):
-                if line.strip():
-                    yield parse_record(line, f"{path}:{lineno}")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason})") from None
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if line.strip():
+                yield parse_record(line, f"{path}:{lineno}")
 
 
 def read_records(patterns: str | Sequence[str]) -> list[OrcaRecord]:

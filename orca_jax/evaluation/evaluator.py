@@ -53,8 +53,16 @@ def heldout_loss(model: Decoder, params, mesh, data: DataConfig, files: str, bat
     totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
     rows = sharding.host_batch_size(batch_size, mesh)
     for batch in host_batches(
-        task.task_name, "validation", data.sequence_length, rows, pack=True, shuffle=False, seed=None, num_epochs=1,
-        shard_index=jax.process_index(), num_shards=jax.process_count(),
+        task.task_name,
+        "validation",
+        data.sequence_length,
+        rows,
+        pack=True,
+        shuffle=False,
+        seed=None,
+        num_epochs=1,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
     ):
         sums = jax.device_get(step(params, sharding.global_batch(batch, mesh)))
         totals = {k: totals[k] + float(sums[k]) for k in totals}
@@ -66,8 +74,17 @@ def heldout_loss(model: Decoder, params, mesh, data: DataConfig, files: str, bat
     }
 
 
-def answer_accuracy(model: Decoder, params, mesh, data: DataConfig, bbh_file: str, *, system_message: str,
-                    batch_size: int, max_new_tokens: int) -> tuple[dict[str, float], list[dict]]:
+def answer_accuracy(
+    model: Decoder,
+    params,
+    mesh,
+    data: DataConfig,
+    bbh_file: str,
+    *,
+    system_message: str,
+    batch_size: int,
+    max_new_tokens: int,
+) -> tuple[dict[str, float], list[dict]]:
     """Greedy answers to a BBH-format file, scored by exact match of the extracted answer."""
     vocab = make_vocabulary(data.vocabulary)
     template = get_template(data.template)
@@ -77,13 +94,19 @@ def answer_accuracy(model: Decoder, params, mesh, data: DataConfig, bbh_file: st
         chunk = examples[start : start + batch_size]
         prompts = [[vocab.bos_id, *vocab.encode(template.prompt(system_message, ex.input))] for ex in chunk]
         outputs = greedy_generate(model, params, prompts, max_new_tokens=max_new_tokens, eos_id=vocab.eos_id, mesh=mesh)
-        for ex, out in zip(chunk, outputs):
+        for ex, out in zip(chunk, outputs, strict=True):
             generation = vocab.decode(out)
             answer = answers.extract_answer(generation)
-            inferences.append({
-                "task": ex.task, "input": ex.input, "target": ex.target, "generation": generation,
-                "answer": answer, "correct": answer is not None and answer == answers.normalize(ex.target),
-            })
+            inferences.append(
+                {
+                    "task": ex.task,
+                    "input": ex.input,
+                    "target": ex.target,
+                    "generation": generation,
+                    "answer": answer,
+                    "correct": answer is not None and answer == answers.normalize(ex.target),
+                }
+            )
     n = len(inferences)
     task = examples[0].task
     metrics = {
@@ -119,8 +142,14 @@ def evaluate(
         inferences = []
         if bbh_file:
             scores, inferences = answer_accuracy(
-                model, params, mesh, data, bbh_file,
-                system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                model,
+                params,
+                mesh,
+                data,
+                bbh_file,
+                system_message=system_message,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
             )
             metrics.update(scores)
     metrics["eval_seconds"] = time.time() - start

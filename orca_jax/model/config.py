@@ -38,7 +38,9 @@ class ModelConfig:
             if getattr(self, field) not in DTYPES:
                 raise ConfigError(f"ModelConfig.{field}: {getattr(self, field)!r} is not one of {sorted(DTYPES)}")
         if self.num_heads % self.kv_heads:
-            raise ConfigError(f"ModelConfig: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}")
+            raise ConfigError(
+                f"ModelConfig: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}"
+            )
         if self.head_size % 2:
             raise ConfigError(f"ModelConfig: head size {self.head_size} must be even for RoPE")
 

@@ -49,8 +49,12 @@ def _greedy(model: Decoder, params, prompts: jax.Array, max_new_tokens: int, eos
         out = out.at[:, i].set(jnp.where(done, 0, token))
         done = done | (token == eos_id)
         logits, cache = model.apply(
-            {"params": params}, token[:, None], position[:, None], jnp.ones((batch, 1), jnp.int32),
-            cache=cache, cache_index=prompt_len + i,
+            {"params": params},
+            token[:, None],
+            position[:, None],
+            jnp.ones((batch, 1), jnp.int32),
+            cache=cache,
+            cache_index=prompt_len + i,
         )
         token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         return i + 1, cache, token, position + 1, done, out
@@ -62,7 +66,13 @@ def _greedy(model: Decoder, params, prompts: jax.Array, max_new_tokens: int, eos
 
 
 def greedy_generate(
-    model: Decoder, params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, eos_id: int, mesh: Mesh,
+    model: Decoder,
+    params,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    mesh: Mesh,
     pad_to: int = 64,
 ) -> list[list[int]]:
     """Greedy continuations of `prompts` (token lists, BOS included), each cut after its EOS.

@@ -73,8 +73,16 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, q_slots: Array, q_segments: Array, kv_segments: Array,
-                 cache_index: Array | None, layer_cache: dict | None):
+    def __call__(
+        self,
+        x: Array,
+        positions: Array,
+        q_slots: Array,
+        q_segments: Array,
+        kv_segments: Array,
+        cache_index: Array | None,
+        layer_cache: dict | None,
+    ):
         cfg = self.config
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         d, h, kv, e, f = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size, cfg.mlp_dim
@@ -84,8 +92,12 @@ class DecoderLayer(nn.Module):
         # Attention.
         y = rms_norm(x, _param(self, "attn_norm", ones, (d,), ("norm",), pdtype), cfg.norm_eps, dtype)
         wq = _param(self, "wq", fan_in(in_axis=0, out_axis=(1, 2)), (d, h, e), ("embed", "heads", "head_dim"), pdtype)
-        wk = _param(self, "wk", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype)
-        wv = _param(self, "wv", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype)
+        wk = _param(
+            self, "wk", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype
+        )
+        wv = _param(
+            self, "wv", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype
+        )
         wo = _param(self, "wo", fan_in(in_axis=(0, 1), out_axis=2), (h, e, d), ("heads", "head_dim", "embed"), pdtype)
         q = apply_rope(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), positions, cfg.rope_theta)
         k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, cfg.rope_theta)
@@ -126,14 +138,22 @@ class Decoder(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, positions: Array, segment_ids: Array,
-                 cache: dict | None = None, cache_index: Array | None = None):
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array,
+        segment_ids: Array,
+        cache: dict | None = None,
+        cache_index: Array | None = None,
+    ):
         """tokens, positions, segment_ids: [B, T] int32. Returns float32 logits [B, T, V], and the
         updated cache when one is given (cache_index: the slot of tokens[:, 0])."""
         cfg = self.config
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         v, d = cfg.padded_vocab_size, cfg.d_model
-        embedding = _param(self, "embedding", nn.initializers.normal(1.0), (v, d), ("table_vocab", "table_embed"), pdtype)
+        embedding = _param(
+            self, "embedding", nn.initializers.normal(1.0), (v, d), ("table_vocab", "table_embed"), pdtype
+        )
         x = jnp.take(embedding, tokens, axis=0).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 

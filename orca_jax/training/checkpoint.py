@@ -35,13 +35,12 @@ class Checkpoints:
 
     def __init__(self, directory: str, *, save_every: int = 1, keep: int | None = None, create: bool = True):
         self.directory = directory
+        self.save_every = save_every
         if not create and not os.path.isdir(directory):
             raise CheckpointError(f"{directory}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
         self._manager = ocp.CheckpointManager(
             directory,
-            options=ocp.CheckpointManagerOptions(
-                save_interval_steps=save_every, max_to_keep=keep, create=create, enable_async_checkpointing=True
-            ),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=True),
             item_names=ITEMS,
         )
 
@@ -63,7 +62,10 @@ class Checkpoints:
         return step
 
     def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
-        """Starts an asynchronous save; returns whether this step was saved."""
+        """Starts an asynchronous save when `step` is a multiple of `save_every` or `force`; returns
+        whether it did."""
+        if not force and step % self.save_every:
+            return False
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -71,7 +73,7 @@ class Checkpoints:
                 opt_state=ocp.args.StandardSave(state.opt_state),
                 meta=ocp.args.JsonSave({**meta, "step": step}),
             ),
-            force=force,
+            force=True,  # the interval is decided above
         )
 
     def restore_meta(self, step: int) -> dict[str, Any]:
@@ -97,7 +99,9 @@ class Checkpoints:
                 ),
             )
         except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{self.directory}/{step}: state does not match the model and optimizer ({e})") from None
+            raise CheckpointError(
+                f"{self.directory}/{step}: state does not match the model and optimizer ({e})"
+            ) from None
         step_array = jax.device_put(jnp.asarray(step, jnp.int32), shardings.step)
         return abstract_state.replace(step=step_array, params=restored["params"], opt_state=restored["opt_state"])
 

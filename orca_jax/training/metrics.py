@@ -22,14 +22,24 @@ def format_duration(seconds: float) -> str:
 
 
 class MetricsLogger:
-    def __init__(self, model_dir: str, *, total_steps: int, subdir: str = "train"):
+    """Writes metrics of the steps after `start_step`. Lines that a killed run logged past its last
+    checkpoint are dropped from metrics.jsonl, so a resumed run's file reads like an unbroken run's."""
+
+    def __init__(self, model_dir: str, *, total_steps: int, start_step: int = 0):
         self.total_steps = total_steps
         self.primary = jax.process_index() == 0
         self._start = time.time()
         self._steps_done = 0
         if self.primary:
-            self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", subdir))
-            self._jsonl = open(os.path.join(model_dir, "metrics.jsonl" if subdir == "train" else f"{subdir}.jsonl"), "a")
+            self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
+            path = os.path.join(model_dir, "metrics.jsonl")
+            kept = []
+            if os.path.exists(path):
+                with open(path) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
+            with open(path, "w") as f:
+                f.writelines(kept)
+            self._jsonl = open(path, "a")
 
     def write(self, step: int, metrics: dict[str, float], steps_since_last: int) -> None:
         """Records `metrics` at `step`; `steps_since_last` steps ran since the previous call (for the ETA)."""

@@ -104,6 +104,7 @@ def shardings_of(boxed_tree, mesh: Mesh):
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, shardings: TrainState) -> TrainState:
     """A freshly initialized state, created directly in its sharded layout."""
+
     def init(rng):
         params = strip_axis_names(_init_params(model, rng))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))

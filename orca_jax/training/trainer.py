@@ -69,6 +69,20 @@ def train(
     total = train_config.num_steps
     tx = make_optimizer(optimizer_config, total)
     schedule = learning_rate_schedule(optimizer_config, total)
+    # Building the input pipeline reads and validates the data files: a bad file fails here, before
+    # anything is compiled or written.
+    batches = host_batches(
+        data_config.task_name,
+        "train",
+        data_config.sequence_length,
+        rows_per_host,
+        pack=data_config.pack,
+        shuffle=True,
+        seed=train_config.seed,
+        num_epochs=None,
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
+    )
     checkpoints = Checkpoints(
         checkpoints_dir(model_dir),
         save_every=train_config.checkpoint_every,
@@ -91,23 +105,11 @@ def train(
             flush=True,
         )
         train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
-        batches = host_batches(
-            data_config.task_name,
-            "train",
-            data_config.sequence_length,
-            rows_per_host,
-            pack=data_config.pack,
-            shuffle=True,
-            seed=train_config.seed,
-            num_epochs=None,
-            shard_index=jax.process_index(),
-            num_shards=jax.process_count(),
-        )
         # The data order is a function of the seed: resuming replays it up to the restored step.
         for _ in range(start):
             next(batches)
 
-        logger = MetricsLogger(model_dir, total_steps=total)
+        logger = MetricsLogger(model_dir, total_steps=total, start_step=start)
         pending, last, last_time, last_step = [], {}, time.time(), start
         for step in range(start, total):
             state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
@@ -126,7 +128,9 @@ def train(
     return last
 
 
-def summarize(steps: list[dict], seconds: float, train_config: TrainConfig, data_config: DataConfig) -> dict[str, float]:
+def summarize(
+    steps: list[dict], seconds: float, train_config: TrainConfig, data_config: DataConfig
+) -> dict[str, float]:
     """Means over the steps since the last log, plus throughput."""
     out = {k: float(np.mean([m[k] for m in steps])) for k in ("loss", "accuracy", "grad_norm")}
     out["learning_rate"] = float(steps[-1]["learning_rate"])

@@ -1,0 +1,3 @@
+from orca_jax.data.cli import main
+
+main()

@@ -1,0 +1,182 @@
+"""The three commands end to end on a tiny setting, and clear errors (no traceback, exit 2) for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "--gin.ModelConfig.d_model=32",
+    "--gin.ModelConfig.num_layers=1",
+    "--gin.ModelConfig.num_heads=2",
+    "--gin.ModelConfig.num_kv_heads=2",
+    "--gin.ModelConfig.mlp_dim=64",
+    "--gin.DataConfig.sequence_length=256",
+    "--gin.TrainConfig.batch_size=4",
+    "--gin.TrainConfig.log_every=2",
+    "--gin.TrainConfig.checkpoint_every=2",
+]
+
+
+def run(module, *args, cwd=REPO):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.run(
+        [sys.executable, "-m", f"orca_jax.{module}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def assert_clean_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "mini"
+    result = run("data", "generate-mini", "--out", str(out), "--num_train", "64", "--num_heldout", "8")
+    assert result.returncode == 0, result.stderr
+    return str(out)
+
+
+@pytest.mark.slow
+def test_generate_train_eval_end_to_end(data_dir, tmp_path):
+    model_dir = str(tmp_path / "model")
+    train_args = [
+        "--gin_file=configs/runs/mini_orca.gin",
+        f"--gin.MODEL_DIR={model_dir}",
+        f"--gin.DATA_DIR={data_dir}",
+        "--gin.NUM_STEPS=4",
+        *TINY,
+    ]
+    result = run("train", *train_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 4/4" in result.stdout and "tok/s" in result.stdout and "ETA" in result.stdout
+
+    config = open(os.path.join(model_dir, "config.gin")).read()
+    assert "ModelConfig.d_model = 32" in config and model_dir in config
+    metrics = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    assert [m["step"] for m in metrics] == [2, 4] and all(m["loss"] > 0 for m in metrics)
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints")), key=int) == ["2", "4"]
+    assert os.listdir(os.path.join(model_dir, "tensorboard", "train"))
+
+    # A second run finds the final checkpoint and has nothing left to do.
+    again = run("train", *train_args)
+    assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-2000:]
+
+    result = run(
+        "eval",
+        "--gin_file=configs/runs/eval_mini.gin",
+        f"--gin.CHECKPOINT_DIR={model_dir}",
+        f"--gin.DATA_DIR={data_dir}",
+        "--gin.evaluate.max_new_tokens=8",
+        "--gin.evaluate.batch_size=8",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.load(open(os.path.join(model_dir, "eval", "metrics_step_4.json")))
+    assert written["step"] == 4 and written["heldout_loss"] > 0 and written["heldout_bbh/examples"] == 8
+    assert 0 <= written["heldout_bbh/accuracy"] <= 1
+    rows = [json.loads(line) for line in open(os.path.join(model_dir, "eval", "inferences_step_4.jsonl"))]
+    assert len(rows) == 8 and {"task", "input", "target", "generation", "answer", "correct"} <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_resume_replays_the_same_losses(data_dir, tmp_path):
+    """Four steps straight equal two steps, a restart, and two more (state and data order restored)."""
+
+    def train(model_dir, steps):
+        result = run(
+            "train",
+            "--gin_file=configs/runs/mini_orca.gin",
+            f"--gin.MODEL_DIR={model_dir}",
+            f"--gin.DATA_DIR={data_dir}",
+            f"--gin.NUM_STEPS={steps}",
+            *TINY,
+            "--gin.TrainConfig.log_every=1",
+            "--gin.OptimizerConfig.warmup_steps=1",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    train(straight, 4)
+    train(split, 2)
+    assert "resuming from" in train(split, 4).stdout
+
+    def losses(d):
+        return [(m["step"], m["loss"]) for m in map(json.loads, open(os.path.join(d, "metrics.jsonl")))]
+
+    assert losses(straight) == losses(split)
+
+
+def test_missing_data_file(tmp_path):
+    result = run(
+        "train",
+        "--gin_file=configs/runs/mini_orca.gin",
+        f"--gin.MODEL_DIR={tmp_path / 'm'}",
+        f"--gin.DATA_DIR={tmp_path / 'nothing_here'}",
+        *TINY,
+    )
+    assert_clean_error(result, "nothing_here/train.jsonl", "no such data file")
+
+
+def test_malformed_jsonl_line(data_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    lines = open(os.path.join(data_dir, "train.jsonl")).read().splitlines()
+    lines[2] = lines[2][:-5]  # cut the closing of the third record
+    (bad / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (bad / "heldout.jsonl").write_text(open(os.path.join(data_dir, "heldout.jsonl")).read())
+    result = run(
+        "train",
+        "--gin_file=configs/runs/mini_orca.gin",
+        f"--gin.MODEL_DIR={tmp_path / 'm'}",
+        f"--gin.DATA_DIR={bad}",
+        *TINY,
+    )
+    assert_clean_error(result, "train.jsonl:3:", "not valid JSON")
+    result = run("data", "validate", str(bad / "train.jsonl"))
+    assert_clean_error(result, "train.jsonl:3:")
+
+
+@pytest.mark.parametrize(
+    "binding, fragments",
+    [
+        ("--gin.MODLE_DIR=/tmp/x", ["--gin.MODLE_DIR", "no macro MODLE_DIR", "MODEL_DIR"]),
+        ("--gin.TrainConfig.num_stepz=3", ["--gin.TrainConfig.num_stepz=3"]),
+        ("--gin.NoSuchThing.x=1", ["NoSuchThing"]),
+    ],
+)
+def test_unknown_gin_binding(binding, fragments, tmp_path):
+    result = run("train", "--gin_file=configs/runs/mini_orca.gin", f"--gin.MODEL_DIR={tmp_path / 'm'}", binding)
+    assert_clean_error(result, *fragments)
+    assert not os.path.exists(tmp_path / "m")  # nothing written before the config is known to be good
+
+
+def test_required_macro_bad_flag_and_missing_gin_file(tmp_path):
+    assert_clean_error(run("train", "--gin_file=configs/runs/mini_orca.gin"), "MODEL_DIR", "--gin.MODEL_DIR=")
+    assert_clean_error(run("train", "--gin_file=configs/runs/mini_orca.gin", "--stepz=3"), "unknown flag '--stepz=3'")
+    assert_clean_error(run("train", "--gin_file=configs/runs/nope.gin"), "nope.gin: no such gin file")
+
+
+def test_eval_without_checkpoints(tmp_path):
+    result = run("eval", "--gin_file=configs/runs/eval_mini.gin", f"--gin.CHECKPOINT_DIR={tmp_path / 'empty'}")
+    assert_clean_error(result, "empty", "no checkpoints folder")
+
+
+def test_generate_mini_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert_clean_error(run("data", "generate-mini", "--out", str(tmp_path)), "not empty", "--overwrite")
+    assert (tmp_path / "keep.txt").read_text() == "mine"

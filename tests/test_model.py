@@ -1,0 +1,130 @@
+"""The decoder: packing never leaks across examples, the KV cache changes nothing, padding is never predicted."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from orca_jax.errors import ConfigError
+from orca_jax.model.config import ModelConfig
+from orca_jax.model.decode import greedy_generate, left_pad
+from orca_jax.model.llama import Decoder, init_cache
+from orca_jax.parallel import sharding
+from orca_jax.training.step import strip_axis_names, token_losses
+
+CFG = ModelConfig(vocab_size=260, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = Decoder(CFG)
+    tokens = jnp.ones((1, 8), jnp.int32)
+    params = strip_axis_names(jax.jit(model.init)(jax.random.key(0), tokens, tokens, tokens)["params"])
+    return model, params
+
+
+@pytest.fixture(scope="module")
+def losses(model_and_params):
+    model, params = model_and_params
+    return jax.jit(lambda batch: token_losses(model, params, batch))
+
+
+def example_batch(tokens, loss_from):
+    """One unpacked row: inputs = BOS + tokens[:-1], targets = tokens, loss on tokens[loss_from:]."""
+    n = len(tokens)
+    return {
+        "decoder_input_tokens": np.array([[1, *tokens[:-1]]], np.int32),
+        "decoder_target_tokens": np.array([tokens], np.int32),
+        "decoder_loss_weights": np.array([[0] * loss_from + [1] * (n - loss_from)], np.int32),
+        "decoder_segment_ids": np.ones((1, n), np.int32),
+        "decoder_positions": np.arange(n, dtype=np.int32)[None],
+    }
+
+
+def test_packed_row_loss_equals_its_examples_alone(losses):
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(4, 260, 11).tolist(), rng.integers(4, 260, 7).tolist()
+    alone = [losses(example_batch(x, 3)) for x in (a, b)]
+    ea, eb = example_batch(a, 3), example_batch(b, 3)
+    packed = {k: np.concatenate([ea[k], eb[k], np.zeros((1, 4), np.int32)], axis=1) for k in ea}
+    packed["decoder_segment_ids"] = np.array([[1] * 11 + [2] * 7 + [0] * 4], np.int32)
+    got = losses(packed)
+    np.testing.assert_allclose(got["loss_sum"], alone[0]["loss_sum"] + alone[1]["loss_sum"], rtol=1e-6)
+    assert float(got["weight_sum"]) == 8 + 4
+
+
+def test_attention_crossing_segments_would_change_the_loss(losses):
+    """The same packed row with one segment id everywhere gives a different loss: the mask matters."""
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(4, 260, 9).tolist(), rng.integers(4, 260, 9).tolist()
+    ea, eb = example_batch(a, 2), example_batch(b, 2)
+    packed = {k: np.concatenate([ea[k], eb[k]], axis=1) for k in ea}
+    packed["decoder_segment_ids"] = np.array([[1] * 9 + [2] * 9], np.int32)
+    merged = dict(packed, decoder_segment_ids=np.ones((1, 18), np.int32))
+    assert abs(float(losses(packed)["loss_sum"]) - float(losses(merged)["loss_sum"])) > 1e-3
+
+
+def test_kv_cache_matches_full_forward(model_and_params):
+    model, params = model_and_params
+    tokens = np.random.default_rng(2).integers(4, 260, (2, 12)).astype(np.int32)
+    pos = np.tile(np.arange(12, dtype=np.int32), (2, 1))
+    full = model.apply({"params": params}, tokens, pos, np.ones_like(tokens))
+    extend = jax.jit(
+        lambda x, p, cache, i: model.apply({"params": params}, x, p, jnp.ones_like(x), cache=cache, cache_index=i)
+    )
+    logits, cache = extend(tokens[:, :7], pos[:, :7], init_cache(CFG, 2, 16), 0)
+    pieces = [logits]
+    for i in range(7, 12):
+        step, cache = extend(tokens[:, i : i + 1], pos[:, i : i + 1], cache, i)
+        pieces.append(step)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+
+
+def test_padded_vocabulary_is_never_predicted(model_and_params):
+    model, params = model_and_params
+    assert CFG.padded_vocab_size == 384
+    tokens = np.random.default_rng(3).integers(4, 260, (2, 10)).astype(np.int32)
+    logits = model.apply({"params": params}, tokens, np.tile(np.arange(10), (2, 1)), np.ones_like(tokens))
+    assert logits.shape == (2, 10, 384)
+    assert float(jax.nn.softmax(logits)[..., 260:].max()) == 0.0
+
+
+def greedy_without_cache(model, params, prompt, steps, eos_id):
+    """Re-runs the whole sequence for every new token (one fixed shape: the tail is padding)."""
+    forward = jax.jit(lambda x, seg: model.apply({"params": params}, x, np.arange(x.shape[1])[None], seg))
+    length = len(prompt) + steps
+    tokens = list(prompt)
+    for _ in range(steps):
+        x = np.array([tokens + [0] * (length - len(tokens))], np.int32)
+        logits = forward(x, (x != 0).astype(np.int32))
+        tokens.append(int(jnp.argmax(logits[0, len(tokens) - 1])))
+        if tokens[-1] == eos_id:
+            break
+    return tokens[len(prompt) :]
+
+
+def test_greedy_generation_with_cache_equals_generation_without(model_and_params, devices):
+    model, params = model_and_params
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=1, tensor=1), devices[:1])
+    rng = np.random.default_rng(4)
+    prompts = [[1, *rng.integers(4, 260, n).tolist()] for n in (3, 9, 5)]
+    eos = 7  # a token the random model emits now and then, so some rows stop early
+    with sharding.use_mesh(mesh):
+        got = greedy_generate(model, params, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
+    for prompt, out in zip(prompts, got, strict=True):
+        assert out == greedy_without_cache(model, params, prompt, 12, eos)
+
+
+def test_left_pad():
+    assert left_pad([[5, 6], [7]], 4).tolist() == [[0, 0, 5, 6], [0, 0, 0, 7]]
+    with pytest.raises(ValueError):
+        left_pad([[1, 2, 3]], 2)
+
+
+def test_config_checks_and_parameter_count(model_and_params):
+    _, params = model_and_params
+    assert CFG.num_params() == sum(x.size for x in jax.tree.leaves(params))
+    with pytest.raises(ConfigError, match="remat"):
+        ModelConfig(remat="sometimes")
+    with pytest.raises(ConfigError, match="num_kv_heads"):
+        ModelConfig(num_heads=6, num_kv_heads=4)
