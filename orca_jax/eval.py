@@ -13,6 +13,7 @@ import os
 import sys
 
 from orca_jax import gin_cli
+from orca_jax.data.tasks import keep_tensorflow_off_accelerators
 from orca_jax.errors import exit_on_user_error
 from orca_jax.train import path_join
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     registry = gin_cli.register(configurables())
     gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
     checkpoint_dir = gin_cli.macro_value("CHECKPOINT_DIR")
+    keep_tensorflow_off_accelerators()
     metrics = gin_cli.call_configured(registry["evaluate"], "evaluate")
     step = int(metrics["step"])
     width = max(len(k) for k in metrics)

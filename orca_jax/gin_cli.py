@@ -145,6 +145,8 @@ def _one_line(e: BaseException) -> str:
 
 def write_config(directory: str, filename: str = "config.gin") -> str:
     """Writes the resolved gin config (every binding in effect) into `directory`."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"{directory} exists and is not a folder")
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, filename)
     with open(path, "w") as f:

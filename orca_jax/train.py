@@ -13,6 +13,7 @@ import os
 import sys
 
 from orca_jax import gin_cli
+from orca_jax.data.tasks import keep_tensorflow_off_accelerators
 from orca_jax.errors import exit_on_user_error
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     registry = gin_cli.register(configurables())
     gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
     model_dir = gin_cli.macro_value("MODEL_DIR")
+    keep_tensorflow_off_accelerators()
     print(f"config written to {gin_cli.write_config(model_dir)}", flush=True)
     final = gin_cli.call_configured(registry["train"], "train")
     if final:

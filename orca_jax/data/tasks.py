@@ -36,6 +36,11 @@ class _NoUncachedSourceWarning(logging.Filter):
 logging.getLogger("absl").addFilter(_NoUncachedSourceWarning())
 
 
+def keep_tensorflow_off_accelerators() -> None:
+    """The input pipeline runs on the host: TensorFlow must not take GPU memory JAX needs."""
+    tf.config.set_visible_devices([], "GPU")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """What to train on and how it becomes rows. Files: comma-separated paths or globs."""

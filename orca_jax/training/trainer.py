@@ -12,7 +12,6 @@ them from gin. Everything the run writes goes into MODEL_DIR:
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 
 import jax
@@ -110,16 +109,22 @@ def train(
             next(batches)
 
         logger = MetricsLogger(model_dir, total_steps=total, start_step=start)
-        pending, last, last_time, last_step = [], {}, time.time(), start
+        pending, timed, last, last_time, last_step = [], 0, {}, time.time(), start
         for step in range(start, total):
             state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
             pending.append(metrics)
+            if step == start:  # throughput counts the steps after compilation
+                jax.block_until_ready(metrics)
+                print(f"first step (compilation included): {time.time() - last_time:.1f}s", flush=True)
+                last_time = time.time()
+            else:
+                timed += 1
             done = step + 1
             checkpoints.save(done, state, meta, force=done == total)
             if done % train_config.log_every == 0 or done == total:
-                last = summarize(jax.device_get(pending), time.time() - last_time, train_config, data_config)
+                last = summarize(jax.device_get(pending), timed, time.time() - last_time, train_config, data_config)
                 logger.write(done, last, done - last_step)
-                pending, last_time, last_step = [], time.time(), done
+                pending, timed, last_time, last_step = [], 0, time.time(), done
         checkpoints.wait()
         checkpoints.close()
         logger.close()
@@ -129,20 +134,15 @@ def train(
 
 
 def summarize(
-    steps: list[dict], seconds: float, train_config: TrainConfig, data_config: DataConfig
+    steps: list[dict], timed: int, seconds: float, train_config: TrainConfig, data_config: DataConfig
 ) -> dict[str, float]:
-    """Means over the steps since the last log, plus throughput."""
+    """Means over the steps since the last log; throughput over the last `timed` of them, which ran in
+    `seconds` (none when the only step was the one that compiled)."""
     out = {k: float(np.mean([m[k] for m in steps])) for k in ("loss", "accuracy", "grad_norm")}
     out["learning_rate"] = float(steps[-1]["learning_rate"])
-    out["step_time"] = seconds / len(steps)
-    out["tokens_per_sec"] = float(sum(m["real_tokens"] for m in steps)) / seconds
-    slots = len(steps) * train_config.batch_size * data_config.sequence_length
-    out["row_slots_per_sec"] = slots / seconds
     out["loss_tokens_per_step"] = float(np.mean([m["loss_tokens"] for m in steps]))
+    if timed:
+        out["step_time"] = seconds / timed
+        out["tokens_per_sec"] = float(sum(m["real_tokens"] for m in steps[-timed:])) / seconds
+        out["row_slots_per_sec"] = timed * train_config.batch_size * data_config.sequence_length / seconds
     return out
-
-
-def model_dir_is_usable(model_dir: str) -> None:
-    """MODEL_DIR may be new, or one this trainer wrote (then the run resumes)."""
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ConfigError(f"MODEL_DIR {model_dir} exists and is not a folder")
