@@ -1,6 +1,6 @@
 """Times the sharded train step (the one orca-train runs) on this machine's devices; prints one JSON line.
 
-    python benchmarks/train_step.py                       # the mini-Orca model of configs/models/mini.gin
+    python benchmarks/train_step.py          # the mini-Orca model and batch of configs/runs/mini_orca.gin
     python benchmarks/train_step.py --d_model 128 --num_layers 4 --num_heads 4 --mlp_dim 384
 
 Rows are fully packed random tokens, so tokens/s counts every row slot. FLOPs per token follow
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--mlp_dim", type=int, default=256)
     p.add_argument("--vocab_size", type=int, default=260)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--sequence_length", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args()
