@@ -8,32 +8,23 @@ and exact-match accuracy of greedy answers, and writes them as JSON into CHECKPO
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 from orca_jax import gin_cli
 from orca_jax.data.tasks import keep_tensorflow_off_accelerators
 from orca_jax.errors import exit_on_user_error
-from orca_jax.train import path_join
 
 
 def configurables() -> dict:
     from orca_jax.evaluation import evaluator
     from orca_jax.parallel.sharding import MeshConfig
 
-    return {"evaluate": evaluator.evaluate, "MeshConfig": MeshConfig, "path_join": path_join}
+    return {"evaluate": evaluator.evaluate, "MeshConfig": MeshConfig}
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="orca-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    gin_cli.add_gin_flags(parser)
-    args, bindings = gin_cli.parse_flags(parser, sys.argv[1:] if argv is None else argv)
-    registry = gin_cli.register(configurables())
-    gin_cli.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    registry = gin_cli.configure("orca-eval", __doc__, configurables(), argv)
     checkpoint_dir = gin_cli.macro_value("CHECKPOINT_DIR")
     keep_tensorflow_off_accelerators()
     metrics = gin_cli.call_configured(registry["evaluate"], "evaluate")

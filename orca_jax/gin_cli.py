@@ -28,6 +28,24 @@ from orca_jax.errors import ConfigError
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
+def configure(prog: str, description: str, configurables: dict[str, Callable], argv: Sequence[str] | None):
+    """The binaries' common start: parse flags, register the configurables, parse gin. Returns the
+    gin-wrapped configurables (with `path_join` added, for gin files that build paths)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_gin_flags(parser)
+    args, bindings = parse_flags(parser, sys.argv[1:] if argv is None else argv)
+    registry = register({**configurables, "path_join": path_join})
+    parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    return registry
+
+
+def path_join(parts: list[str]) -> str:
+    """For gin files: `@x/path_join()` with `x/path_join.parts = [%DATA_DIR, 'train.jsonl']`."""
+    return os.path.join(*parts)
+
+
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin_file", action="append", default=[], help="gin file; repeat to layer several")
     parser.add_argument(
