@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from orca_jax.errors import ConfigError
 
 REMAT_POLICIES = ("none", "full", "save_dots")
+ATTENTION_IMPLEMENTATIONS = ("xla", "splash", "cudnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -24,6 +25,13 @@ class ModelConfig:
     head_dim: int = 0  # 0 means d_model // num_heads
     mlp_dim: int = 11008
     rope_theta: float = 10000.0
+    # Llama-3.1's RoPE frequency scaling: 0 disables it; else long wavelengths are divided by it.
+    rope_scaling_factor: float = 0.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position: int = 8192
+    sliding_window: int = 0  # 0: full causal attention; else each token sees the last N (Mistral)
+    attention: str = "xla"  # xla | splash (TPU kernel) | cudnn (GPU kernel); see model/attention.py
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
     vocab_multiple: int = 128  # pad the embedding rows to a multiple of this, for sharding
@@ -32,6 +40,8 @@ class ModelConfig:
     remat: str = "none"  # none | full | save_dots: what the backward pass recomputes per layer
 
     def __post_init__(self):
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(f"ModelConfig.attention: {self.attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
         if self.remat not in REMAT_POLICIES:
             raise ConfigError(f"ModelConfig.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
         for field in ("param_dtype", "dtype"):

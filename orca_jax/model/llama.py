@@ -21,11 +21,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from orca_jax.model import attention
+from orca_jax.model.attention import NEG_INF
 from orca_jax.model.config import DTYPES, ModelConfig
 
 Array = jax.Array
-NEG_INF = -1e30  # masked scores; finite so fully masked (padding) rows stay NaN-free
 
 
 def rms_norm(x: Array, scale: Array, eps: float, dtype) -> Array:
@@ -34,33 +36,30 @@ def rms_norm(x: Array, scale: Array, eps: float, dtype) -> Array:
     return normed.astype(dtype) * scale.astype(dtype)
 
 
-def apply_rope(x: Array, positions: Array, theta: float) -> Array:
+def rope_frequencies(cfg: ModelConfig) -> Array:
+    """The E/2 rotation frequencies, with Llama-3.1's scaling when `rope_scaling_factor` is set."""
+    half = cfg.head_size // 2
+    inv_freq = 1.0 / cfg.rope_theta ** (np.arange(half, dtype=np.float32) / half)
+    if not cfg.rope_scaling_factor:
+        return jnp.asarray(inv_freq)
+    factor, old = cfg.rope_scaling_factor, cfg.rope_original_max_position
+    low_wavelen, high_wavelen = old / cfg.rope_low_freq_factor, old / cfg.rope_high_freq_factor
+    wavelen = 2 * np.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - cfg.rope_low_freq_factor) / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    scaled = np.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+    return jnp.asarray(scaled.astype(np.float32))
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
     """Rotary embedding in LLaMA's rotate-half layout (as in Hugging Face weights). x: [B, T, N, E]."""
     half = x.shape[-1] // 2
-    inv_freq = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
     cos = jnp.cos(angles)[:, :, None, :]
     sin = jnp.sin(angles)[:, :, None, :]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
-
-
-def attention_mask(q_slots: Array, q_segments: Array, kv_slots: Array, kv_segments: Array) -> Array:
-    """[B, T, S] True where a query may attend: an earlier-or-same slot of the same, real segment."""
-    causal = kv_slots[None, None, :] <= q_slots[:, :, None]
-    same_segment = kv_segments[:, None, :] == q_segments[:, :, None]
-    return causal & same_segment & (kv_segments[:, None, :] != 0)
-
-
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E]."""
-    b, t, h, e = q.shape
-    kv = k.shape[2]
-    q = q.reshape(b, t, kv, h // kv, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) / jnp.sqrt(e).astype(jnp.float32)
-    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h, e)
 
 
 def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], names: tuple[str, ...], dtype):
@@ -99,20 +98,30 @@ class DecoderLayer(nn.Module):
             self, "wv", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype
         )
         wo = _param(self, "wo", fan_in(in_axis=(0, 1), out_axis=2), (h, e, d), ("heads", "head_dim", "embed"), pdtype)
-        q = apply_rope(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), positions, cfg.rope_theta)
-        k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, cfg.rope_theta)
+        inv_freq = rope_frequencies(cfg)
+        q = apply_rope(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), positions, inv_freq)
+        k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, inv_freq)
         v = jnp.einsum("btd,dke->btke", y, wv.astype(dtype))
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
-        if layer_cache is None:
-            kv_slots = q_slots[0]
-            new_cache = None
+        if layer_cache is None and cfg.attention == "splash":
+            out, new_cache = attention.splash_attention(q, k, v, q_segments, cfg.sliding_window), None
         else:
-            k = jax.lax.dynamic_update_slice(layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0))
-            kv_slots = jnp.arange(k.shape[1])
-            new_cache = {"k": k, "v": v}
-        mask = attention_mask(q_slots, q_segments, kv_slots, kv_segments)
-        out = dot_product_attention(q, k.astype(dtype), v.astype(dtype), mask)
+            if layer_cache is None:
+                kv_slots, new_cache = q_slots[0], None
+            else:
+                k = jax.lax.dynamic_update_slice(
+                    layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0)
+                )
+                v = jax.lax.dynamic_update_slice(
+                    layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0)
+                )
+                kv_slots, new_cache = jnp.arange(k.shape[1]), {"k": k, "v": v}
+            mask = attention.attention_mask(q_slots, q_segments, kv_slots, kv_segments, cfg.sliding_window)
+            k, v = k.astype(dtype), v.astype(dtype)
+            if layer_cache is None and cfg.attention == "cudnn":
+                out = attention.cudnn_attention(q, k, v, mask)
+            else:  # the KV-cache decode always takes this path
+                out = attention.xla_attention(q, k, v, mask)
         x = x + jnp.einsum("bthe,hed->btd", out, wo.astype(dtype))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 

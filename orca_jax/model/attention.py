@@ -1,0 +1,97 @@
+"""Attention with a causal, same-segment mask, in three implementations chosen by `ModelConfig.attention`.
+
+    xla     einsums and a softmax; runs everywhere (the CPU default) and serves the KV-cache decode.
+    splash  the Pallas splash-attention kernel on TPU, which takes segment ids directly and skips
+            fully masked blocks. Run through `shard_map` over the mesh (batch split over data and
+            fsdp, heads over tensor). On CPU it runs in Pallas interpret mode, which is how the tests
+            check it against `xla`.
+    cudnn   `jax.nn.dot_product_attention`'s cuDNN flash path on NVIDIA GPUs (bf16/fp16 only); the
+            packed-segment mask is passed as its boolean mask.
+
+Every implementation computes the same function: a query sees keys of its own segment (segment 0 is
+padding and sees nothing) at earlier or equal slots, and with a sliding window only the last
+`window` slots.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+Array = jax.Array
+NEG_INF = -1e30  # masked scores; finite so fully masked (padding) rows stay NaN-free
+IMPLEMENTATIONS = ("xla", "splash", "cudnn")
+
+
+def attention_mask(q_slots: Array, q_segments: Array, kv_slots: Array, kv_segments: Array, window: int = 0) -> Array:
+    """[B, T, S] True where a query may attend: an earlier-or-same slot of the same, real segment."""
+    causal = kv_slots[None, None, :] <= q_slots[:, :, None]
+    if window:
+        causal &= q_slots[:, :, None] - kv_slots[None, None, :] < window
+    same_segment = kv_segments[:, None, :] == q_segments[:, :, None]
+    return causal & same_segment & (kv_segments[:, None, :] != 0)
+
+
+def xla_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E]."""
+    b, t, h, e = q.shape
+    kv = k.shape[2]
+    q = q.reshape(b, t, kv, h // kv, e)
+    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) / np.sqrt(e).astype(np.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h, e)
+
+
+def cudnn_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
+
+
+def _splash_local(q: Array, k: Array, v: Array, segments: Array, *, window: int, interpret: bool) -> Array:
+    """Splash attention on one device's shard: q [b, T, h, E], k and v [b, T, kv, E], segments [b, T]."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+
+    b, t, h, e = q.shape
+    kv = k.shape[2]
+    groups = h // kv
+    head_mask = sm.LocalMask((t, t), (window - 1, 0), offset=0) if window else sm.CausalMask((t, t))
+    block = min(512, t)
+    sizes = sk.BlockSizes(
+        block_q=block, block_kv_compute=block, block_kv=block, block_q_dkv=block,
+        block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block,
+    )  # fmt: skip
+    mask = sm.MultiHeadMask([head_mask] * groups)
+    maker = sk.make_splash_mha if groups == 1 else sk.make_splash_mqa
+    kernel = maker(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes, interpret=interpret)
+
+    q = (q / np.sqrt(e).astype(q.dtype)).reshape(b, t, kv, groups, e).transpose(0, 2, 3, 1, 4)  # b kv g T E
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # b kv T E
+
+    def one_group(q, k, v, seg):  # q [g, T, E], k and v [T, E] (one kv head)
+        ids = sk.SegmentIds(q=seg, kv=seg)
+        if groups == 1:
+            return kernel(q, k[None], v[None], segment_ids=ids)
+        return kernel(q, k, v, segment_ids=ids)
+
+    per_example = jax.vmap(one_group, in_axes=(0, 0, 0, None))  # over kv heads
+    out = jax.vmap(per_example)(q, k, v, segments)  # over the batch: b kv g T E
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, e)
+
+
+def splash_attention(q: Array, k: Array, v: Array, segments: Array, window: int = 0) -> Array:
+    """Self-attention over packed rows (no KV cache). Under a mesh, each device runs the kernel on
+    its own batch rows and heads."""
+    interpret = jax.default_backend() == "cpu"
+    local = functools.partial(_splash_local, window=window, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return local(q, k, v, segments)
+    heads = P(("data", "fsdp"), None, "tensor", None)
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(heads, heads, heads, P(("data", "fsdp"), None)), out_specs=heads, check_vma=False
+    )(q, k, v, segments)
