@@ -60,7 +60,7 @@ def main() -> None:
         "decoder_positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
     }
     with sharding.use_mesh(mesh):
-        shardings = step_lib.shardings_of(step_lib.abstract_state(model, tx), mesh)
+        shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
         state = step_lib.init_state(model, tx, 0, shardings)
         train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
         global_batch = sharding.global_batch(batch, mesh)

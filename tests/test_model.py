@@ -7,10 +7,11 @@ import pytest
 
 from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
-from orca_jax.model.decode import greedy_generate, left_pad
+from orca_jax.model.decode import generate, left_pad, next_token
 from orca_jax.model.llama import Decoder, init_cache
 from orca_jax.parallel import sharding
-from orca_jax.training.step import strip_axis_names, token_losses
+from orca_jax.parallel.sharding import strip_axis_names
+from orca_jax.training.step import token_losses
 
 CFG = ModelConfig(vocab_size=260, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128, dtype="float32")
 
@@ -110,7 +111,7 @@ def test_greedy_generation_with_cache_equals_generation_without(model_and_params
     prompts = [[1, *rng.integers(4, 260, n).tolist()] for n in (3, 9, 5)]
     eos = 7  # a token the random model emits now and then, so some rows stop early
     with sharding.use_mesh(mesh):
-        got = greedy_generate(model, params, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
+        got = generate(model, params, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
     for prompt, out in zip(prompts, got, strict=True):
         assert out == greedy_without_cache(model, params, prompt, 12, eos)
 
@@ -128,3 +129,26 @@ def test_config_checks_and_parameter_count(model_and_params):
         ModelConfig(remat="sometimes")
     with pytest.raises(ConfigError, match="num_kv_heads"):
         ModelConfig(num_heads=6, num_kv_heads=4)
+
+
+def test_next_token_greedy_nucleus_and_temperature():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+    keys = jax.random.split(jax.random.key(0), 2000)
+    assert int(next_token(logits, keys[0], 0.0, 1.0)[0]) == 0
+    draws = lambda t, p: np.array([int(next_token(logits, k, t, p)[0]) for k in keys[:400]])  # noqa: E731
+    assert set(draws(1.0, 0.4)) == {0}  # the top token alone reaches 0.4
+    assert set(draws(1.0, 0.7)) == {0, 1}  # 0.5 + 0.3 reaches 0.7; 0.15 and 0.05 are cut
+    sample = jax.vmap(lambda k: next_token(logits, k, 1.0, 1.0)[0])(keys)
+    freq = np.bincount(np.asarray(sample), minlength=4) / len(keys)
+    np.testing.assert_allclose(freq, [0.5, 0.3, 0.15, 0.05], atol=0.04)
+
+
+def test_sampled_generation_depends_only_on_the_seed(model_and_params, devices):
+    model, params = model_and_params
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=1, tensor=1), devices[:1])
+    prompts = [[1, 40, 41, 42], [1, 50]]
+    with sharding.use_mesh(mesh):
+        run = lambda seed: generate(model, params, prompts, max_new_tokens=10, eos_id=2, mesh=mesh,  # noqa: E731
+                                    temperature=1.0, top_p=0.9, seed=seed, pad_to=8)  # fmt: skip
+        first, again, other = run(0), run(0), run(1)
+    assert first == again and first != other

@@ -45,7 +45,7 @@ def run_steps(mesh, steps=2):
     model = Decoder(CFG)
     tx, schedule = make_optimizer(OPT, 10), learning_rate_schedule(OPT, 10)
     with sharding.use_mesh(mesh):
-        shardings = step_lib.shardings_of(step_lib.abstract_state(model, tx), mesh)
+        shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
         state = step_lib.init_state(model, tx, 0, shardings)
         train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
         losses = []
@@ -99,8 +99,8 @@ def test_orbax_save_and_restore_give_identical_state(tmp_path, devices):
     # Restore onto a different mesh: same values, the new layout.
     other = sharding.make_mesh(MeshConfig(4, 1, 2), devices)
     with sharding.use_mesh(other):
-        shardings = step_lib.shardings_of(boxed, other)
-        restored = ckpt.restore_state(5, step_lib.strip_axis_names(boxed), shardings)
+        shardings = sharding.shardings_of(boxed, other)
+        restored = ckpt.restore_state(5, sharding.strip_axis_names(boxed), shardings)
     assert int(restored.step) == 5
     assert ckpt.restore_meta(5) == {"note": "x", "step": 5}
     assert restored.params["layers"]["wq"].sharding.mesh.shape == other.shape

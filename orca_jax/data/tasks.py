@@ -57,7 +57,7 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     def register(self) -> seqio.Task:
-        splits = {"train": self.train_files}
+        splits = {"train": self.train_files} if self.train_files else {}
         if self.validation_files:
             splits["validation"] = self.validation_files
         return register_explanation_task(

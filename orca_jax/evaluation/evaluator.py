@@ -16,44 +16,27 @@ import time
 
 import jax
 
+from orca_jax import bundle
 from orca_jax.data.tasks import DataConfig, host_batches
 from orca_jax.data.templates import get_template
 from orca_jax.data.vocab import make_vocabulary
 from orca_jax.evaluation import answers
 from orca_jax.evaluation.benchmarks import read_bbh_file
-from orca_jax.model.config import ModelConfig
-from orca_jax.model.decode import greedy_generate
+from orca_jax.model.decode import generate
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
-from orca_jax.training.step import abstract_params, jit_eval_step, shardings_of, strip_axis_names
+from orca_jax.training.step import jit_eval_step
 
 
-def open_checkpoints(checkpoint_dir: str) -> Checkpoints:
-    """CHECKPOINT_DIR may be a MODEL_DIR (holding checkpoints/) or the checkpoints folder itself."""
-    nested = checkpoints_dir(checkpoint_dir)
-    return Checkpoints(nested if os.path.isdir(nested) else os.path.abspath(checkpoint_dir), create=False)
-
-
-def restore_model(checkpoints: Checkpoints, step: int, mesh) -> tuple[Decoder, dict, dict]:
-    """The model and its parameters at `step`, sharded on `mesh`; also the checkpoint's meta."""
-    meta = checkpoints.restore_meta(step)
-    model = Decoder(ModelConfig.from_dict(meta["model"]))
-    boxed = abstract_params(model)
-    params = checkpoints.restore_params(step, strip_axis_names(boxed), shardings_of(boxed, mesh))
-    return model, params, meta
-
-
-def heldout_loss(model: Decoder, params, mesh, data: DataConfig, files: str, batch_size: int) -> dict[str, float]:
-    """Mean loss and token accuracy on the response tokens of the held-out records."""
-    task = DataConfig(**{**data.to_dict(), "task_name": f"{data.task_name}_heldout", "validation_files": files})
-    task.register()
+def heldout_loss(model: Decoder, params, mesh, data: DataConfig, batch_size: int) -> dict[str, float]:
+    """Mean loss and token accuracy on the response tokens of `data`'s validation files."""
+    data.register()
     step = jit_eval_step(model, jax.tree.map(lambda x: x.sharding, params), mesh)
     totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
     rows = sharding.host_batch_size(batch_size, mesh)
     for batch in host_batches(
-        task.task_name,
+        data.task_name,
         "validation",
         data.sequence_length,
         rows,
@@ -93,7 +76,7 @@ def answer_accuracy(
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         prompts = [[vocab.bos_id, *vocab.encode(template.prompt(system_message, ex.input))] for ex in chunk]
-        outputs = greedy_generate(model, params, prompts, max_new_tokens=max_new_tokens, eos_id=vocab.eos_id, mesh=mesh)
+        outputs = generate(model, params, prompts, max_new_tokens=max_new_tokens, eos_id=vocab.eos_id, mesh=mesh)
         for ex, out in zip(chunk, outputs, strict=True):
             generation = vocab.decode(out)
             answer = answers.extract_answer(generation)
@@ -126,36 +109,41 @@ def evaluate(
     system_message: str = "",
     batch_size: int = 64,
     max_new_tokens: int = 256,
+    sequence_length: int = 0,
     mesh_config: MeshConfig = MeshConfig(),
 ) -> dict[str, float]:
-    """Evaluates the checkpoint at `step` (the latest when None) and writes metrics and inferences."""
+    """Evaluates the checkpoint at `step` (the latest when None) and writes metrics and inferences.
+
+    `checkpoint_dir` is an orca_jax run (or export) or a Hugging Face folder. Rows for the held-out
+    loss are `sequence_length` long: by default the length the run trained with, else 2048."""
     start = time.time()
-    checkpoints = open_checkpoints(checkpoint_dir)
-    step = checkpoints.resolve_step(step)
     mesh = sharding.make_mesh(mesh_config)
-    metrics: dict[str, float] = {"step": float(step)}
+    metrics: dict[str, float] = {}
     with sharding.use_mesh(mesh):
-        model, params, meta = restore_model(checkpoints, step, mesh)
-        data = DataConfig(**meta["data"])
+        model_bundle = bundle.load(checkpoint_dir, mesh, step=step)
+        metrics["step"] = float(model_bundle.step)
+        model, params = model_bundle.model, model_bundle.params
+        trained = model_bundle.meta.get("data") or {}
+        data = DataConfig(
+            train_files="",
+            validation_files=heldout_files,
+            task_name="heldout",
+            vocabulary=model_bundle.vocabulary_spec,
+            template=model_bundle.template,
+            sequence_length=sequence_length or trained.get("sequence_length", 2048),
+        )
         if heldout_files:
-            metrics.update(heldout_loss(model, params, mesh, data, heldout_files, batch_size))
+            metrics.update(heldout_loss(model, params, mesh, data, batch_size))
         inferences = []
         if bbh_file:
             scores, inferences = answer_accuracy(
-                model,
-                params,
-                mesh,
-                data,
-                bbh_file,
-                system_message=system_message,
-                batch_size=batch_size,
-                max_new_tokens=max_new_tokens,
-            )
+                model, params, mesh, data, bbh_file,
+                system_message=system_message, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            )  # fmt: skip
             metrics.update(scores)
     metrics["eval_seconds"] = time.time() - start
-    checkpoints.close()
     if jax.process_index() == 0:
-        write_outputs(os.path.join(checkpoint_dir, "eval"), step, metrics, inferences)
+        write_outputs(os.path.join(checkpoint_dir, "eval"), model_bundle.step, metrics, inferences)
     return metrics
 
 

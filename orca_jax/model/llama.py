@@ -211,3 +211,14 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> dict:
         "v": jnp.zeros(shape, dtype),
         "segments": jnp.zeros((batch_size, max_length), jnp.int32),
     }
+
+
+def init_params(model: Decoder, rng: jax.Array):
+    """Fresh parameters, boxed with their logical axis names (nn.LogicallyPartitioned)."""
+    tokens = jnp.ones((1, 8), jnp.int32)
+    return model.init(rng, tokens, tokens, tokens)["params"]
+
+
+def abstract_params(model: Decoder):
+    """Shapes and logical axis names of the parameters, without allocating them."""
+    return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))

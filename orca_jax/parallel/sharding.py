@@ -88,6 +88,18 @@ def logical_to_sharding(logical_specs, mesh: Mesh):
     return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
 
 
+def shardings_of(boxed_tree, mesh: Mesh):
+    """NamedSharding for every leaf of a tree boxed with logical axis names (params, a train state)."""
+    return logical_to_sharding(nn.get_partition_spec(boxed_tree), mesh)
+
+
+def strip_axis_names(tree):
+    """Removes the logical-axis boxes (without the sharding constraint that nn.unbox would add)."""
+    return jax.tree.map(
+        lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned)
+    )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batches are split over data and fsdp on their first dimension."""
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from orca_jax.model.llama import init_params
 from orca_jax.parallel import sharding
 
 Batch = dict[str, jax.Array]
@@ -69,47 +70,34 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     return train_step
 
 
-def _init_params(model: nn.Module, rng: jax.Array):
-    """Parameters boxed with their logical axis names (nn.LogicallyPartitioned)."""
-    tokens = jnp.ones((1, 8), jnp.int32)
-    return model.init(rng, tokens, tokens, tokens)["params"]
-
-
-def abstract_params(model: nn.Module):
-    """Shapes and logical axis names of the parameters, without allocating them."""
-    return jax.eval_shape(lambda rng: _init_params(model, rng), jax.random.key(0))
-
-
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
     """Shapes and logical axis names of the train state (Adam moments inherit the names)."""
 
     def init(rng):
-        params = _init_params(model, rng)
+        params = init_params(model, rng)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return jax.eval_shape(init, jax.random.key(0))
-
-
-def strip_axis_names(tree):
-    """Removes the logical-axis boxes (without the sharding constraint that nn.unbox would add)."""
-    return jax.tree.map(
-        lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned)
-    )
-
-
-def shardings_of(boxed_tree, mesh: Mesh):
-    """NamedSharding for every leaf of a boxed tree (params, or a train state) by the logical rules."""
-    return sharding.logical_to_sharding(nn.get_partition_spec(boxed_tree), mesh)
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, shardings: TrainState) -> TrainState:
     """A freshly initialized state, created directly in its sharded layout."""
 
     def init(rng):
-        params = strip_axis_names(_init_params(model, rng))
+        params = sharding.strip_axis_names(init_params(model, rng))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+
+
+def state_from_params(tx: optax.GradientTransformation, params, shardings: TrainState, param_dtype) -> TrainState:
+    """A step-0 state around given parameters (fine-tuning), cast to the master-weight dtype."""
+
+    def init(params):
+        params = jax.tree.map(lambda x: x.astype(param_dtype), params)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return jax.jit(init, out_shardings=shardings)(params)
 
 
 def jit_train_step(model: nn.Module, tx, schedule, shardings: TrainState, mesh: Mesh) -> Callable:

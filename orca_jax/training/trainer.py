@@ -12,15 +12,17 @@ them from gin. Everything the run writes goes into MODEL_DIR:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import jax
 import numpy as np
 
+from orca_jax import bundle
 from orca_jax.data.tasks import DataConfig, host_batches
 from orca_jax.data.vocab import make_vocabulary
 from orca_jax.errors import ConfigError
-from orca_jax.model.config import ModelConfig
+from orca_jax.model.config import DTYPES, ModelConfig
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
@@ -49,6 +51,23 @@ def check_vocabulary(model_config: ModelConfig, data_config: DataConfig) -> None
         )
 
 
+# Fields that change only how the model runs, not what it computes: a run may differ from the
+# checkpoint it starts from in these.
+RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention")
+
+
+def check_same_model(run: ModelConfig, source: ModelConfig, where: str) -> None:
+    differ = [
+        f"{f}: run {getattr(run, f)!r}, checkpoint {getattr(source, f)!r}"
+        for f in run.to_dict()
+        if f not in RUNTIME_FIELDS and getattr(run, f) != getattr(source, f)
+    ]
+    if differ:
+        raise ConfigError(
+            f"init_from {where}: the run's ModelConfig differs from the checkpoint's ({'; '.join(differ)})"
+        )
+
+
 def train(
     model_dir: str,
     model_config: ModelConfig,
@@ -56,9 +75,12 @@ def train(
     optimizer_config: OptimizerConfig = OptimizerConfig(),
     mesh_config: MeshConfig = MeshConfig(),
     train_config: TrainConfig = TrainConfig(),
+    init_from: str = "",
 ) -> dict[str, float]:
     """Trains to `train_config.num_steps`, resuming from MODEL_DIR's latest checkpoint if there is one.
 
+    A new run starts from the parameters in `init_from` (an orca_jax run or export, an
+    `orca-import-hf` output, or a Hugging Face folder) when given, else from a random init.
     Returns the metrics of the last log step."""
     check_vocabulary(model_config, data_config)
     data_config.register()
@@ -87,15 +109,27 @@ def train(
         save_every=train_config.checkpoint_every,
         keep=train_config.keep_checkpoints or None,
     )
-    meta = {"model": model_config.to_dict(), "data": data_config.to_dict()}
+    meta = {
+        "model": model_config.to_dict(),
+        "data": data_config.to_dict(),
+        "vocabulary": bundle.store_vocabulary(data_config.vocabulary, model_dir),
+        "template": data_config.template,
+        "source": {"init_from": os.path.abspath(init_from) if init_from else ""},
+    }
 
     with sharding.use_mesh(mesh):
         boxed = step_lib.abstract_state(model, tx)
-        shardings = step_lib.shardings_of(boxed, mesh)
+        shardings = sharding.shardings_of(boxed, mesh)
         start = checkpoints.latest_step() or 0
         if start:
             print(f"resuming from {checkpoints.directory}/{start}", flush=True)
-            state = checkpoints.restore_state(start, step_lib.strip_axis_names(boxed), shardings)
+            state = checkpoints.restore_state(start, sharding.strip_axis_names(boxed), shardings)
+        elif init_from:
+            source = bundle.load(init_from, mesh)
+            check_same_model(model_config, source.config, init_from)
+            print(f"starting from the parameters in {init_from} (step {source.step})", flush=True)
+            state = step_lib.state_from_params(tx, source.params, shardings, DTYPES[model_config.param_dtype])
+            del source
         else:
             state = step_lib.init_state(model, tx, train_config.seed, shardings)
         print(

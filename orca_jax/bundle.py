@@ -1,0 +1,137 @@
+"""A model bundle: config, parameters, vocabulary and chat template, read from any folder orca_jax knows.
+
+Folders it reads:
+    an orca_jax run (MODEL_DIR, with checkpoints/<step>/ holding params and meta), including
+    parameters-only exports and `orca-import-hf` outputs, which have the same layout; or
+    a Hugging Face LLaMA / Mistral folder (config.json and safetensors).
+
+A run's vocabulary travels with it: a SentencePiece model is copied to ROOT/assets/ when the run
+starts (or the folder is imported or exported), and the checkpoint's meta names it relative to ROOT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import seqio
+from jax.sharding import Mesh
+
+from orca_jax.data.vocab import make_vocabulary
+from orca_jax.errors import CheckpointError
+from orca_jax.model import hf
+from orca_jax.model.config import ModelConfig
+from orca_jax.model.llama import Decoder, abstract_params
+from orca_jax.parallel.sharding import shardings_of, strip_axis_names
+from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+
+ASSETS = "assets"
+TOKENIZER_FILE = "tokenizer.model"
+
+
+@dataclasses.dataclass
+class ModelBundle:
+    config: ModelConfig
+    params: Any  # jax arrays placed on the mesh it was loaded for
+    vocabulary_spec: str  # "byte", or an absolute path to a SentencePiece model ("" if unknown)
+    template: str
+    step: int
+    meta: dict
+
+    @property
+    def model(self) -> Decoder:
+        return Decoder(self.config)
+
+    def vocabulary(self) -> seqio.Vocabulary:
+        if not self.vocabulary_spec:
+            raise CheckpointError("this model has no known vocabulary; pass token ids instead of text")
+        return make_vocabulary(self.vocabulary_spec)
+
+
+def store_vocabulary(spec: str, root: str) -> str:
+    """The meta entry for vocabulary `spec`: `byte`, or a copy of the SentencePiece model under ROOT."""
+    if spec in ("byte", ""):
+        return spec
+    os.makedirs(os.path.join(root, ASSETS), exist_ok=True)
+    target = os.path.join(root, ASSETS, TOKENIZER_FILE)
+    if os.path.abspath(spec) != os.path.abspath(target):
+        shutil.copyfile(spec, target)
+    return os.path.join(ASSETS, TOKENIZER_FILE)
+
+
+def resolve_vocabulary(entry: str, root: str) -> str:
+    if entry in ("byte", "") or os.path.isabs(entry):
+        return entry
+    return os.path.join(root, entry)
+
+
+def is_hf_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def open_run(path: str) -> tuple[str, Checkpoints]:
+    """ROOT and its checkpoints, for a MODEL_DIR or the checkpoints folder inside one."""
+    path = os.path.abspath(path)
+    if os.path.isdir(checkpoints_dir(path)):
+        return path, Checkpoints(checkpoints_dir(path), create=False)
+    if os.path.basename(path) == "checkpoints":
+        return os.path.dirname(path), Checkpoints(path, create=False)
+    raise CheckpointError(f"{path}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
+
+
+def load(path: str, mesh: Mesh, *, step: int | None = None) -> ModelBundle:
+    """The model in `path` (an orca_jax run or an HF folder), parameters sharded on `mesh`."""
+    if is_hf_folder(path):
+        return _load_hf(path, mesh)
+    root, checkpoints = open_run(path)
+    step = checkpoints.resolve_step(step)
+    meta = checkpoints.restore_meta(step)
+    config = ModelConfig.from_dict(meta["model"])
+    boxed = abstract_params(Decoder(config))
+    params = checkpoints.restore_params(step, strip_axis_names(boxed), shardings_of(boxed, mesh))
+    checkpoints.close()
+    data = meta.get("data") or {}
+    vocabulary = meta.get("vocabulary", data.get("vocabulary", ""))
+    return ModelBundle(
+        config=config,
+        params=params,
+        vocabulary_spec=resolve_vocabulary(vocabulary, root),
+        template=meta.get("template", data.get("template", "orca")),
+        step=step,
+        meta=meta,
+    )
+
+
+def read_hf_config(path: str) -> dict:
+    where = os.path.join(path, "config.json")
+    try:
+        with open(where) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{where}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def load_hf_params(path: str, config: ModelConfig, dtype=np.float32) -> dict:
+    """HF weights as orca_jax parameters on the host (numpy)."""
+    return hf.params_from_hf(hf.SafetensorsFolder(path).get, config, dtype)
+
+
+def _load_hf(path: str, mesh: Mesh) -> ModelBundle:
+    config = hf.config_from_hf(read_hf_config(path), os.path.join(path, "config.json"))
+    params = load_hf_params(path, config)
+    boxed = abstract_params(Decoder(config))
+    params = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings_of(boxed, mesh))
+    tokenizer = os.path.join(path, TOKENIZER_FILE)
+    return ModelBundle(
+        config=config,
+        params=params,
+        vocabulary_spec=os.path.abspath(tokenizer) if os.path.isfile(tokenizer) else "",
+        template="orca",
+        step=0,
+        meta={"source": {"hf_dir": os.path.abspath(path)}},
+    )
