@@ -15,11 +15,13 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # tf.summary needs it to write TensorBoard scalars
     "gin-config==0.5.0",
     "sentencepiece==0.2.3",
+    "safetensors==0.8.0",  # Hugging Face weights, read and written without pickle
     "numpy==2.4.6",
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.2.0", "ruff==0.17.6"],
+    # torch and transformers are the reference implementation in the parity tests, nothing else.
+    "test": ["pytest==9.2.0", "ruff==0.17.6", "torch==2.13.0", "transformers==5.24.0"],
     "tpu": ["libtpu==0.0.52"],
 }
 
@@ -39,6 +41,8 @@ setup(
             "orca-train=orca_jax.train:main",
             "orca-eval=orca_jax.eval:main",
             "orca-data=orca_jax.data.cli:main",
+            "orca-import-hf=orca_jax.import_hf:main",
+            "orca-export=orca_jax.export:main",
         ]
     },
 )

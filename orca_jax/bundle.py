@@ -84,10 +84,16 @@ def open_run(path: str) -> tuple[str, Checkpoints]:
     raise CheckpointError(f"{path}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
 
 
-def load(path: str, mesh: Mesh, *, step: int | None = None) -> ModelBundle:
-    """The model in `path` (an orca_jax run or an HF folder), parameters sharded on `mesh`."""
-    if is_hf_folder(path):
-        return _load_hf(path, mesh)
+def load(path: str, mesh: Mesh, *, step: int | None = None, compute_dtype: str = "") -> ModelBundle:
+    """The model in `path` (an orca_jax run or an HF folder), parameters sharded on `mesh`;
+    `compute_dtype` overrides the dtype of activations and matmuls (e.g. float32 on a CPU)."""
+    model_bundle = _load_hf(path, mesh) if is_hf_folder(path) else _load_run(path, mesh, step)
+    if compute_dtype:
+        model_bundle.config = ModelConfig.from_dict({**model_bundle.config.to_dict(), "dtype": compute_dtype})
+    return model_bundle
+
+
+def _load_run(path: str, mesh: Mesh, step: int | None) -> ModelBundle:
     root, checkpoints = open_run(path)
     step = checkpoints.resolve_step(step)
     meta = checkpoints.restore_meta(step)
@@ -135,3 +141,30 @@ def _load_hf(path: str, mesh: Mesh) -> ModelBundle:
         step=0,
         meta={"source": {"hf_dir": os.path.abspath(path)}},
     )
+
+
+def prepare_output_dir(path: str, overwrite: bool) -> None:
+    """Creates `path`; a non-empty one is refused unless `overwrite`, and then emptied first."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CheckpointError(f"{path}: exists and is not a folder")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise CheckpointError(f"{path}: folder is not empty; choose another output folder or pass --overwrite")
+        for name in os.listdir(path):
+            full = os.path.join(path, name)
+            shutil.rmtree(full) if os.path.isdir(full) and not os.path.islink(full) else os.remove(full)
+    os.makedirs(path, exist_ok=True)
+
+
+def verify_same(expected, got, where: str) -> None:
+    """Raises when any tensor of `got` differs from `expected` (bit for bit, same dtype)."""
+    flat_expected = jax.tree_util.tree_flatten_with_path(expected)[0]
+    flat_got = dict(jax.tree_util.tree_flatten_with_path(got)[0])
+    for path, value in flat_expected:
+        name = jax.tree_util.keystr(path)
+        other = flat_got.get(path)
+        if other is None:
+            raise CheckpointError(f"{where}: {name} is missing")
+        a, b = np.asarray(value), np.asarray(other)
+        if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+            raise CheckpointError(f"{where}: {name} differs from what was written ({b.dtype}{list(b.shape)})")

@@ -60,12 +60,13 @@ def _generate(model: Decoder, params, prompts: jax.Array, rng: jax.Array, max_ne
     first = next_token(logits[:, -1], first_rng, temperature, top_p)
 
     def cond(carry):
-        i, _, _, _, done, _, _ = carry
+        i, _, _, _, done, _, _, _ = carry
         return (i < max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
-        i, cache, token, position, done, out, rng = carry
+        i, cache, token, position, done, out, lengths, rng = carry
         out = out.at[:, i].set(jnp.where(done, 0, token))
+        lengths = lengths + (~done).astype(jnp.int32)
         done = done | (token == eos_id)
         logits, cache = model.apply(
             {"params": params}, token[:, None], position[:, None], jnp.ones((batch, 1), jnp.int32),
@@ -73,12 +74,14 @@ def _generate(model: Decoder, params, prompts: jax.Array, rng: jax.Array, max_ne
         )  # fmt: skip
         rng, step_rng = jax.random.split(rng)
         token = next_token(logits[:, -1], step_rng, temperature, top_p)
-        return i + 1, cache, token, position + 1, done, out, rng
+        return i + 1, cache, token, position + 1, done, out, lengths, rng
 
     out = jnp.zeros((batch, max_new_tokens), jnp.int32)
     done = jnp.zeros((batch,), bool)
-    carry = (jnp.int32(0), cache, first, positions[:, -1] + 1, done, out, rng)
-    return jax.lax.while_loop(cond, body, carry)[-2]
+    lengths = jnp.zeros((batch,), jnp.int32)
+    carry = (jnp.int32(0), cache, first, positions[:, -1] + 1, done, out, lengths, rng)
+    _, _, _, _, _, out, lengths, _ = jax.lax.while_loop(cond, body, carry)
+    return out, lengths
 
 
 def generate(
@@ -106,12 +109,9 @@ def generate(
     padded = list(prompts) + [prompts[0]] * (rows - n)
     host_tokens = left_pad(padded, length)  # every host holds all prompts and places its own shards
     tokens = jax.make_array_from_callback(host_tokens.shape, sharding.batch_sharding(mesh), lambda i: host_tokens[i])
-    generated = _generate(
+    generated, lengths = _generate(
         model, params, tokens, jax.random.key(seed), max_new_tokens, eos_id, float(temperature), float(top_p)
     )
     out = np.asarray(multihost_utils.process_allgather(generated, tiled=True))[:n]
-    results = []
-    for row in out.tolist():
-        row = [t for t in row if t != 0]
-        results.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
-    return results
+    lengths = np.asarray(multihost_utils.process_allgather(lengths, tiled=True))[:n]
+    return [row[:length].tolist() for row, length in zip(out, lengths, strict=True)]

@@ -76,12 +76,24 @@ class Checkpoints:
             force=True,  # the interval is decided above
         )
 
+    def save_params(self, step: int, params, meta: dict[str, Any]) -> None:
+        """Saves parameters and meta only (imports and exports), and waits until they are written."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave({**meta, "step": step})
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
     def restore_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-    def restore_params(self, step: int, abstract_params, shardings) -> Any:
-        """The parameters at `step`, placed with `shardings` (any mesh, not only the saving one)."""
-        target = _abstract(abstract_params, shardings)
+    def restore_params(self, step: int, abstract_params, shardings=None) -> Any:
+        """The parameters at `step`, placed with `shardings` (any mesh, not only the saving one);
+        without shardings, as numpy arrays shaped like `abstract_params` (which may be numpy)."""
+        target = abstract_params if shardings is None else _abstract(abstract_params, shardings)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
         except (ValueError, KeyError) as e:

@@ -1,0 +1,150 @@
+"""Hugging Face interop against the reference implementation (torch + transformers, CPU, fp32).
+
+Tiny random models saved by transformers are imported; orca_jax's logits must match transformers'
+within 1e-4, greedy generation must match `generate` token for token, and export then re-import
+must give the same parameters bit for bit.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import orca_jax
+from orca_jax import bundle
+from orca_jax.errors import ConfigError
+from orca_jax.export import main as export_main
+from orca_jax.import_hf import main as import_main
+from orca_jax.model import hf
+from orca_jax.parallel.sharding import MeshConfig
+from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+
+VOCAB = 300
+COMMON = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=256, rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+)  # fmt: skip
+MODELS = {
+    "llama_gqa_llama3_rope": (transformers.LlamaConfig, dict(
+        num_key_value_heads=2, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    )),
+    "llama_mha_tied": (transformers.LlamaConfig, dict(num_key_value_heads=4, tie_word_embeddings=True)),
+    "mistral_sliding_window": (transformers.MistralConfig, dict(num_key_value_heads=2, sliding_window=8)),
+}  # fmt: skip
+
+
+def make_hf_model(name, folder):
+    config_cls, extra = MODELS[name]
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config_cls(**COMMON, **extra), attn_implementation="eager")
+    with torch.no_grad():  # norms start at 1; make them matter
+        for module_name, p in model.named_parameters():
+            if "norm" in module_name:
+                p.uniform_(0.5, 1.5)
+    model.eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def hf_logits(model, tokens):
+    with torch.no_grad():
+        return model(torch.tensor(tokens)).logits.numpy()
+
+
+TOKENS = np.random.default_rng(0).integers(3, VOCAB, (2, 24)).tolist()
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def imported(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    hf_dir, ckpt = str(root / "hf"), str(root / "ckpt")
+    model = make_hf_model(request.param, hf_dir)
+    import_main(["--hf_dir", hf_dir, "--out", ckpt])
+    return request.param, model, hf_dir, ckpt
+
+
+def test_imported_logits_match_transformers(imported):
+    _, model, _, ckpt = imported
+    ours = orca_jax.load(ckpt, dtype="float32").logits(TOKENS)
+    assert ours.shape == (2, 24, VOCAB)
+    np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=1e-4, rtol=0)
+
+
+def test_hf_folder_loads_directly_and_sharded_on_8_devices(imported, devices):
+    _, model, hf_dir, _ = imported
+    ours = orca_jax.load(hf_dir, dtype="float32", mesh_config=MeshConfig(data=2, fsdp=2, tensor=2)).logits(TOKENS)
+    np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=1e-4, rtol=0)
+
+
+def test_greedy_generation_matches_transformers_generate(imported):
+    _, model, _, ckpt = imported
+    prompts = [[1, 17, 42, 99, 5], [1, 250, 7, 7, 31]]  # equal lengths: transformers needs no padding
+    ours = orca_jax.load(ckpt, dtype="float32").generate(prompts, max_new_tokens=12)
+    with torch.no_grad():
+        theirs = model.generate(torch.tensor(prompts), max_new_tokens=12, do_sample=False, eos_token_id=2,
+                                pad_token_id=0).numpy()[:, 5:].tolist()  # fmt: skip
+    for ours_row, theirs_row in zip(ours, theirs, strict=True):
+        cut = theirs_row.index(2) + 1 if 2 in theirs_row else len(theirs_row)
+        assert ours_row == theirs_row[:cut]
+
+
+def test_export_to_hf_then_reimport_is_bit_identical(imported, tmp_path):
+    _, model, _, ckpt = imported
+    out, again = str(tmp_path / "export"), str(tmp_path / "again")
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--dtype", "float32", "--out", out,
+                 "--max_shard_gb", "0.0002"])  # fmt: skip
+    index = json.load(open(os.path.join(out, hf.INDEX_NAME)))
+    assert len(set(index["weight_map"].values())) > 1  # really sharded
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    np.testing.assert_array_equal(hf_logits(reloaded, TOKENS), hf_logits(model, TOKENS))
+    import_main(["--hf_dir", out, "--out", again])
+    first, second = (Checkpoints(checkpoints_dir(d), create=False) for d in (ckpt, again))
+    params = first.restore_params(
+        0, bundle.load_hf_params(out, hf.config_from_hf(json.load(open(f"{out}/config.json"))))
+    )
+    bundle.verify_same(params, second.restore_params(0, params), "re-import")
+
+
+def test_params_export_in_bfloat16_is_smaller_and_loads(imported, tmp_path):
+    _, model, _, ckpt = imported
+    out = str(tmp_path / "params")
+    export_main(["--checkpoint_dir", ckpt, "--format", "params", "--dtype", "bfloat16", "--out", out])
+    meta = Checkpoints(checkpoints_dir(out), create=False).restore_meta(0)
+    assert meta["source"]["run"] == os.path.abspath(ckpt) and "opt_state" not in os.listdir(f"{out}/checkpoints/0")
+    ours = orca_jax.load(out, dtype="float32").logits(TOKENS)
+    np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=0.1)  # bf16 weights
+
+
+def test_export_refuses_a_non_empty_folder(imported, tmp_path):
+    _, _, _, ckpt = imported
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(SystemExit) as e:
+        export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", str(tmp_path)])
+    assert e.value.code == 2 and (tmp_path / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model_type": "gpt2"}, "model_type 'gpt2' is not supported"),
+        ({"hidden_act": "gelu"}, "hidden_act = 'gelu' is not supported"),
+        ({"attention_bias": True}, "attention_bias = True is not supported"),
+        ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4}}, "rope type 'yarn' is not supported"),
+    ],
+)
+def test_unsupported_hf_configs_name_the_field(change, message):
+    config = {**transformers.LlamaConfig(**COMMON).to_dict(), **change}
+    with pytest.raises(ConfigError, match=message):
+        hf.config_from_hf(config, "x/config.json")
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    transformers.LlamaConfig(**COMMON).save_pretrained(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ConfigError, match="pickled .bin weights are never loaded"):
+        hf.SafetensorsFolder(str(tmp_path))
