@@ -8,6 +8,7 @@ must give the same parameters bit for bit.
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from orca_jax.errors import ConfigError
 from orca_jax.export import main as export_main
 from orca_jax.import_hf import main as import_main
 from orca_jax.model import hf
+from orca_jax.model.config import ModelConfig
 from orca_jax.parallel.sharding import MeshConfig
 from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
 
@@ -148,3 +150,33 @@ def test_pickled_weights_are_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ConfigError, match="pickled .bin weights are never loaded"):
         hf.SafetensorsFolder(str(tmp_path))
+
+
+def test_training_starts_from_an_imported_checkpoint(tmp_path):
+    from orca_jax.data.mini_orca import write_mini_orca
+    from orca_jax.data.tasks import DataConfig
+    from orca_jax.training.optimizer import OptimizerConfig
+    from orca_jax.training.trainer import TrainConfig, train
+
+    hf_dir, ckpt, run = str(tmp_path / "hf"), str(tmp_path / "ckpt"), str(tmp_path / "run")
+    make_hf_model("llama_mha_tied", hf_dir)
+    import_main(["--hf_dir", hf_dir, "--out", ckpt])
+    paths = write_mini_orca(str(tmp_path / "data"), num_train=32, num_heldout=4, digits=2, seed=0)
+    imported = bundle.load(ckpt, bundle_mesh := _one_device_mesh())
+    config = ModelConfig.from_dict({**imported.config.to_dict(), "dtype": "float32"})
+    data = DataConfig(train_files=paths["train"], task_name="init_from_test", vocabulary="byte", sequence_length=128)
+    frozen = OptimizerConfig(learning_rate=0.0, warmup_steps=0, weight_decay=0.0)
+    train(run, config, data, frozen, MeshConfig(), TrainConfig(num_steps=2, batch_size=8, log_every=1), init_from=ckpt)
+    trained = bundle.load(run, bundle_mesh)
+    bundle.verify_same(jax.device_get(imported.params), jax.device_get(trained.params), "trained with lr 0")
+
+    other = ModelConfig.from_dict({**config.to_dict(), "rope_theta": 5.0})
+    with pytest.raises(ConfigError, match="rope_theta: run 5.0, checkpoint 10000.0"):
+        train(str(tmp_path / "run2"), other, data, frozen, MeshConfig(), TrainConfig(num_steps=1, batch_size=8),
+              init_from=ckpt)  # fmt: skip
+
+
+def _one_device_mesh():
+    from orca_jax.parallel import sharding
+
+    return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])

@@ -89,8 +89,32 @@ def logical_to_sharding(logical_specs, mesh: Mesh):
 
 
 def shardings_of(boxed_tree, mesh: Mesh):
-    """NamedSharding for every leaf of a tree boxed with logical axis names (params, a train state)."""
-    return logical_to_sharding(nn.get_partition_spec(boxed_tree), mesh)
+    """NamedSharding for every leaf of a tree boxed with logical axis names (params, a train state).
+    A dimension that does not split evenly over its mesh axes is a ConfigError naming it."""
+    shardings = logical_to_sharding(nn.get_partition_spec(boxed_tree), mesh)
+    leaves = jax.tree_util.tree_flatten_with_path(strip_axis_names(boxed_tree))[0]
+    for (path, leaf), named in zip(leaves, jax.tree.leaves(shardings), strict=True):
+        for dim, (size, axes) in enumerate(zip(leaf.shape, named.spec, strict=False)):
+            axes = (axes,) if isinstance(axes, str) else axes or ()
+            shards = math.prod(mesh.shape[a] for a in axes)
+            if size % shards:
+                raise ConfigError(
+                    f"{jax.tree_util.keystr(path)}: dimension {dim} of shape {tuple(leaf.shape)} has size {size}, "
+                    f"which does not split over mesh axes {axes} ({shards} shards); change MeshConfig"
+                )
+    return shardings
+
+
+def describe_param_shardings(boxed_params) -> list[str]:
+    """One line per parameter: name, shape, dtype and its mesh PartitionSpec (for the golden file)."""
+    specs = nn.logical_to_mesh(nn.get_partition_spec(boxed_params), LOGICAL_AXIS_RULES)
+    leaves = jax.tree_util.tree_flatten_with_path(strip_axis_names(boxed_params))[0]
+    return [
+        f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {leaf.dtype} {spec}"
+        for (path, leaf), spec in zip(
+            leaves, jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec)), strict=True
+        )
+    ]
 
 
 def strip_axis_names(tree):
