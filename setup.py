@@ -21,7 +21,14 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     # torch and transformers are the reference implementation in the parity tests, nothing else.
-    "test": ["pytest==9.2.0", "ruff==0.17.6", "torch==2.13.0", "transformers==5.24.0"],
+    # mistral-common ships Mistral-7B's SentencePiece model, a real LLaMA-style vocabulary for tests.
+    "test": [
+        "pytest==9.2.0",
+        "ruff==0.17.6",
+        "torch==2.13.0",
+        "transformers==5.24.0",
+        "mistral-common==1.8.8",
+    ],
     "tpu": ["libtpu==0.0.52"],
 }
 

@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py          # the mini-Orca model and batch of configs/runs/mini_orca.gin
     python benchmarks/train_step.py --d_model 128 --num_layers 4 --num_heads 4 --mlp_dim 384
+    python benchmarks/train_step.py --bench_small --remat full   # issue 3's bench_small model
 
 Rows are fully packed random tokens, so tokens/s counts every row slot. FLOPs per token follow
 nanoGPT's estimate: 6 * (non-embedding parameters + LM head) + 12 * layers * d_model * sequence length
@@ -36,7 +37,14 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--sequence_length", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--remat", default="none", choices=("none", "full", "save_dots"))
+    p.add_argument(
+        "--bench_small", action="store_true", help="vocab 32000, d 512, MLP 1376, 8 layers, 8 heads, 8 x 512"
+    )
     args = p.parse_args()
+    if args.bench_small:
+        args.vocab_size, args.d_model, args.mlp_dim, args.num_layers, args.num_heads = 32000, 512, 1376, 8, 8
+        args.batch_size, args.sequence_length = 8, 512
 
     cfg = ModelConfig(
         vocab_size=args.vocab_size,
@@ -45,6 +53,7 @@ def main() -> None:
         num_heads=args.num_heads,
         mlp_dim=args.mlp_dim,
         dtype=args.dtype,
+        remat=args.remat,
     )
     model = Decoder(cfg)
     opt = OptimizerConfig()
@@ -65,6 +74,8 @@ def main() -> None:
         train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
         global_batch = sharding.global_batch(batch, mesh)
         start = time.perf_counter()
+        train_step = train_step.lower(state, global_batch).compile()
+        temp_bytes = train_step.memory_analysis().temp_size_in_bytes
         state, metrics = train_step(state, global_batch)
         jax.block_until_ready(metrics)
         compile_seconds = time.perf_counter() - start
@@ -85,11 +96,13 @@ def main() -> None:
                 "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
                 "machine": platform.machine(),
                 "params": cfg.num_params(),
+                "remat": args.remat,
                 "batch_size": b,
                 "sequence_length": t,
                 "step_seconds": round(step_seconds, 4),
                 "first_step_seconds_with_compile": round(compile_seconds, 2),
                 "tokens_per_sec": round(tokens_per_sec),
+                "temp_memory_gb": round(temp_bytes / 1e9, 3),
                 "model_tflops_per_sec": round(flops_per_token * tokens_per_sec / 1e12, 4),
             }
         )

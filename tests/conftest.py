@@ -21,3 +21,11 @@ def devices():
     devs = jax.devices()
     assert len(devs) == 8, f"expected 8 virtual CPU devices, got {len(devs)}"
     return devs
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_model():
+    """Mistral-7B's SentencePiece model, shipped by mistral-common: LLaMA's kind (unk 0, bos 1, eos 2)."""
+    import mistral_common
+
+    return os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1")

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from orca_jax.errors import ConfigError
 from orca_jax.model import attention
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder
@@ -92,3 +93,12 @@ def test_model_loss_is_the_same_with_splash_attention():
         for impl in ("xla", "splash")
     }
     assert losses["xla"] == pytest.approx(losses["splash"], rel=1e-5)
+
+
+def test_cudnn_attention_says_it_needs_a_gpu():
+    q, k, v, segments = packed_inputs()
+    if jax.default_backend() == "gpu":
+        pytest.skip("runs the kernel instead on a GPU")
+    slots = jnp.broadcast_to(jnp.arange(q.shape[1]), segments.shape)
+    with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
+        attention.cudnn_attention(q, k, v, attention.attention_mask(slots, segments, slots[0], segments))

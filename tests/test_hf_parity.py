@@ -180,3 +180,24 @@ def _one_device_mesh():
     from orca_jax.parallel import sharding
 
     return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+
+
+def test_export_writes_tokenizer_files_transformers_reads(tmp_path, sentencepiece_model):
+    """With Orca's added pad token: 32,000 SentencePiece ids + <pad> = 32,001."""
+    import shutil
+
+    hf_dir, ckpt, out = tmp_path / "hf", str(tmp_path / "ckpt"), str(tmp_path / "out")
+    small = {**COMMON, "vocab_size": 32000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1}
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**small)).save_pretrained(hf_dir)
+    shutil.copyfile(sentencepiece_model, hf_dir / "tokenizer.model")
+    import_main(["--hf_dir", str(hf_dir), "--out", ckpt, "--vocab_size", "32001"])
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", out])
+    assert {"config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json",
+            "special_tokens_map.json", hf.INDEX_NAME} <= set(os.listdir(out))  # fmt: skip
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    vocab = orca_jax.load(ckpt).bundle.vocabulary()
+    text = "Orca explains: 677 + 996 = 1673."
+    assert tokenizer(text)["input_ids"] == [vocab.bos_id, *vocab.encode(text)]
+    assert tokenizer.pad_token == "<pad>" and tokenizer.convert_tokens_to_ids("<pad>") == 32000
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.vocab_size == 32001 and model.get_input_embeddings().weight.shape == (32001, 32)

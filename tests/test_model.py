@@ -8,7 +8,7 @@ import pytest
 from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.decode import generate, left_pad, next_token
-from orca_jax.model.llama import Decoder, init_cache
+from orca_jax.model.llama import Decoder, abstract_params, init_cache
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import strip_axis_names
 from orca_jax.training.step import token_losses
@@ -152,3 +152,15 @@ def test_sampled_generation_depends_only_on_the_seed(model_and_params, devices):
                                     temperature=1.0, top_p=0.9, seed=seed, pad_to=8)  # fmt: skip
         first, again, other = run(0), run(0), run(1)
     assert first == again and first != other
+
+
+def test_generation_sharded_on_8_devices_equals_one_device(model_and_params, devices):
+    model, params = model_and_params
+    prompts = [[1, *range(10 + i, 14 + 2 * i)] for i in range(6)]  # 6 rows: padded to 8 for the mesh
+    results = []
+    for mesh_config, devs in ((sharding.MeshConfig(1, 1, 1), devices[:1]), (sharding.MeshConfig(2, 2, 2), devices)):
+        mesh = sharding.make_mesh(mesh_config, devs)
+        with sharding.use_mesh(mesh):
+            placed = jax.device_put(params, sharding.shardings_of(abstract_params(model), mesh))
+            results.append(generate(model, placed, prompts, max_new_tokens=8, eos_id=7, mesh=mesh, pad_to=8))
+    assert results[0] == results[1]

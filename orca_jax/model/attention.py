@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from orca_jax.errors import ConfigError
+
 Array = jax.Array
 NEG_INF = -1e30  # masked scores; finite so fully masked (padding) rows stay NaN-free
 IMPLEMENTATIONS = ("xla", "splash", "cudnn")
@@ -48,6 +50,10 @@ def xla_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
 
 
 def cudnn_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    if jax.default_backend() != "gpu":
+        raise ConfigError(
+            f"ModelConfig.attention = 'cudnn' needs an NVIDIA GPU; this backend is {jax.default_backend()}"
+        )
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
 
 
