@@ -33,7 +33,7 @@ from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM"}
-LAYER_PARAMS = {  # orca_jax name: (HF name under model.layers.i, transform HF -> ours given the config)
+LAYER_PARAMS = {  # orca_jax name under layers: HF name under model.layers.i
     "wq": "self_attn.q_proj.weight",
     "wk": "self_attn.k_proj.weight",
     "wv": "self_attn.v_proj.weight",
