@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "gin-config==0.5.0",
     "sentencepiece==0.2.3",
     "safetensors==0.8.0",  # Hugging Face weights, read and written without pickle
+    "tokenizers==0.23.3",  # Hugging Face tokenizer.json vocabularies (LLaMA-3 style)
+    "pyarrow==26.0.1",  # OpenOrca's parquet files
     "numpy==2.4.6",
 ]
 
@@ -28,6 +30,7 @@ EXTRAS_REQUIRE = {
         "torch==2.13.0",
         "transformers==5.24.0",
         "mistral-common==1.8.8",
+        "hypothesis==6.170.17",
     ],
     "tpu": ["libtpu==0.0.52"],
 }

@@ -38,10 +38,11 @@ TOKENIZER_FILE = "tokenizer.model"
 class ModelBundle:
     config: ModelConfig
     params: Any  # jax arrays placed on the mesh it was loaded for
-    vocabulary_spec: str  # "byte", or an absolute path to a SentencePiece model ("" if unknown)
+    vocabulary_spec: str  # "byte", or an absolute path to a tokenizer file ("" if unknown)
     template: str
     step: int
     meta: dict
+    added_tokens: tuple[str, ...] = ()
 
     @property
     def model(self) -> Decoder:
@@ -50,7 +51,7 @@ class ModelBundle:
     def vocabulary(self) -> seqio.Vocabulary:
         if not self.vocabulary_spec:
             raise CheckpointError("this model has no known vocabulary; pass token ids instead of text")
-        return make_vocabulary(self.vocabulary_spec)
+        return make_vocabulary(self.vocabulary_spec, self.added_tokens)
 
 
 def store_vocabulary(spec: str, root: str) -> str:
@@ -110,6 +111,7 @@ def _load_run(path: str, mesh: Mesh, step: int | None) -> ModelBundle:
         template=meta.get("template", data.get("template", "orca")),
         step=step,
         meta=meta,
+        added_tokens=tuple(meta.get("added_tokens", data.get("added_tokens", ()))),
     )
 
 

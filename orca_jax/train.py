@@ -16,7 +16,7 @@ from orca_jax.errors import exit_on_user_error
 
 
 def configurables() -> dict:
-    from orca_jax.data.tasks import DataConfig
+    from orca_jax.data.tasks import DataConfig, FileSet
     from orca_jax.model.config import ModelConfig
     from orca_jax.parallel.sharding import MeshConfig
     from orca_jax.training import trainer
@@ -26,6 +26,7 @@ def configurables() -> dict:
         "train": trainer.train,
         "ModelConfig": ModelConfig,
         "DataConfig": DataConfig,
+        "FileSet": FileSet,
         "OptimizerConfig": OptimizerConfig,
         "MeshConfig": MeshConfig,
         "TrainConfig": trainer.TrainConfig,

@@ -1,36 +1,390 @@
-"""SeqIO tasks over explanation-tuning records, and the per-host batch iterator.
+"""SeqIO tasks and mixtures over explanation-tuning files, and each host's stream of packed batches.
 
-A task reads OpenOrca-format JSONL (validated line by line, see `records.py`), renders each record
-through a chat template, tokenizes the prompt and the response into one stream with a parallel
-roles stream, and drops examples longer than the row. The feature converter in `packing.py` then
-packs them into rows. Every host reads its own shard (SeqIO's `ShardInfo`), batches it, and the
-trainer turns host batches into global arrays.
+A `FileSet` (files in one record format) becomes a SeqIO task; a `DataConfig` with several file sets
+becomes a SeqIO mixture with their rates (progressive learning: stage 1 on ChatGPT responses,
+stage 2 on GPT-4's). Per example, the pipeline is:
+
+    read (TF-native: JSONL lines, parquet row groups, TFRecord) -> validate -> system message ->
+    chat template -> tokenize into one stream with a roles stream -> over-length policy -> shuffle
+    -> pack into rows (packing.py) -> batch
+
+Records that fail validation, and examples too long for a row, continue as empty examples with a
+reason code, so that the packer counts them in each row's `rejected` feature and the trainer reports
+them: no record disappears without a count. With the `strict` policy, `validate_files` stops at the
+first bad record before anything is built.
+
+Each host reads its own shard (whole files when there are enough, else every n-th example), and
+its iterator's position, shuffle buffer included, can be saved with a checkpoint and restored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import string
-from collections.abc import Iterator, Mapping
+import os
+from collections import Counter
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from orca_jax.data import packing, records
+from orca_jax.data import packing, records, system_messages
 from orca_jax.data.templates import ChatTemplate, get_template
 from orca_jax.data.vocab import make_vocabulary
+from orca_jax.errors import ConfigError, DataError
 
-RECORD_FIELDS = ("id", "system_prompt", "question", "response")
+REJECT_REASONS = (*records.REASONS, "over_length")  # a record's reason code is its index here + 1
+OVER_LENGTH = len(REJECT_REASONS)
+POLICIES = ("strict", "skip")
+OVERLONG = ("drop", "trim_prompt")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSet:
+    """One SeqIO task: files (comma-separated paths or globs) in one record format."""
+
+    name: str
+    train: str
+    validation: str = ""
+    format: str = "openorca"  # openorca | sharegpt
+    rate: float = 1.0  # its share of a mixture
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What to train on and how it becomes rows."""
+
+    sources: tuple[FileSet, ...]
+    name: str = "explanations"  # the mixture's name when there are several sources
+    vocabulary: str = "byte"  # byte | SentencePiece .model path | tokenizer.json path
+    added_tokens: tuple[str, ...] = ()  # e.g. ("<pad>",) for Orca's 32,001 ids
+    template: str = "orca"  # orca | chatml | llama2 | plain
+    system_messages: str = "keep"  # keep | orca | erase (see system_messages.py)
+    system_messages_file: str = ""  # your own wording of the 16 behaviours, JSON
+    sequence_length: int = 2048
+    packing: str = "best_fit"  # best_fit | greedy | none
+    pack_window: int = 1000  # examples the packer sees at once
+    overlong: str = "drop"  # drop | trim_prompt (cut the prompt from the left so the response fits)
+    policy: str = "strict"  # strict: stop at the first bad record; skip: count it, log it, go on
+    seed: int = 0  # system-message draws
+
+    def __post_init__(self):
+        object.__setattr__(self, "sources", tuple(self.sources))  # gin passes lists
+        object.__setattr__(self, "added_tokens", tuple(self.added_tokens))
+        if not self.sources:
+            raise ConfigError("DataConfig.sources: give at least one FileSet")
+        for field, value, allowed in (("packing", self.packing, packing.MODES), ("overlong", self.overlong, OVERLONG),
+                                      ("policy", self.policy, POLICIES),
+                                      ("system_messages", self.system_messages, system_messages.MODES)):  # fmt: skip
+            if value not in allowed:
+                raise ConfigError(f"DataConfig.{field}: {value!r} is not one of {allowed}")
+        get_template(self.template)
+
+    @property
+    def task_name(self) -> str:
+        return self.sources[0].name if len(self.sources) == 1 else self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        d = dict(d)
+        d["sources"] = tuple(FileSet(**s) for s in d["sources"])
+        d["added_tokens"] = tuple(d.get("added_tokens", ()))
+        return cls(**d)
+
+    def make_vocabulary(self) -> seqio.Vocabulary:
+        return make_vocabulary(self.vocabulary, self.added_tokens)
+
+    def register(self, split: str = "train") -> str:
+        """Registers the tasks (and the mixture) whose `split` is set; returns the name to read."""
+        vocab = self.make_vocabulary()
+        template = get_template(self.template)
+        messages = system_messages.read_messages_file(self.system_messages_file) if self.system_messages_file else None
+        names = []
+        for fs in self.sources:
+            files = getattr(fs, split)
+            if files:
+                register_task(fs, split, files, vocab, template, self, messages)
+                names.append((fs.name, fs.rate))
+        if not names:
+            raise ConfigError(f"DataConfig: no source has {split} files")
+        if len(self.sources) == 1:
+            return names[0][0]
+        if self.name in seqio.MixtureRegistry.names():
+            seqio.MixtureRegistry.remove(self.name)
+        seqio.MixtureRegistry.add(self.name, names)
+        return self.name
+
+
+# Reading files inside tf.data. Each reader yields dicts of the record's string fields plus `reject`.
+
+_FIELDS = ("id", "system_prompt", "question", "response", "collection")
+_OUT_TYPES = [tf.string] * len(_FIELDS) + [tf.int32]
+
+
+def _as_outputs(items) -> list[np.ndarray]:
+    columns = [[] for _ in range(len(_FIELDS) + 1)]
+    for item in items:
+        if isinstance(item, records.Rejection):
+            values = [b""] * len(_FIELDS) + [REJECT_REASONS.index(item.reason) + 1]
+        else:
+            values = [getattr(item, f).encode("utf-8") for f in _FIELDS] + [0]
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return [np.array(c, dtype=object) for c in columns[:-1]] + [np.array(columns[-1], np.int32)]
+
+
+def _to_dict(*tensors, shape=()) -> dict:
+    """numpy_function outputs -> a record dict, with the static shapes tf.data needs."""
+    return {k: tf.ensure_shape(t, shape) for k, t in zip((*_FIELDS, "reject"), tensors, strict=True)}
+
+
+def _jsonl_reader(fmt: str):
+    def parse(file: bytes, index: np.ndarray, line: bytes) -> list[np.ndarray]:
+        fallback = f"{os.path.basename(file.decode())}:{int(index) + 1}"
+        outputs = _as_outputs([records.record_from_line(line, fmt, fallback)])
+        return [o[0] for o in outputs]
+
+    def read(file: tf.Tensor) -> tf.data.Dataset:
+        lines = tf.data.TextLineDataset(file).enumerate()
+        lines = lines.filter(lambda i, line: tf.strings.length(tf.strings.strip(line)) > 0)
+        return lines.map(lambda i, line: _to_dict(*tf.numpy_function(parse, [file, i, line], _OUT_TYPES,
+                                                                     stateful=False)))  # fmt: skip
+
+    return read
+
+
+def _tfrecord_reader(fmt: str):
+    def parse(file: bytes, index: np.ndarray, raw: bytes) -> list[np.ndarray]:
+        example = tf.train.Example.FromString(raw)
+        obj = {k: v.bytes_list.value[0].decode("utf-8", "replace") for k, v in example.features.feature.items()
+               if len(v.bytes_list.value) == 1}  # fmt: skip
+        fallback = f"{os.path.basename(file.decode())}:{int(index) + 1}"
+        return [o[0] for o in _as_outputs([records.record_from_object(obj, fmt, fallback)])]
+
+    def read(file: tf.Tensor) -> tf.data.Dataset:
+        rows = tf.data.TFRecordDataset(file).enumerate()
+        return rows.map(lambda i, raw: _to_dict(*tf.numpy_function(parse, [file, i, raw], _OUT_TYPES,
+                                                                   stateful=False)))  # fmt: skip
+
+    return read
+
+
+def _parquet_reader(fmt: str, files: list[str]):
+    groups = {f: records.open_parquet(f).num_row_groups for f in files}
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(list(groups), tf.constant(list(groups.values()), tf.int64)), -1
+    )
+
+    def read_group(file: bytes, group: np.ndarray) -> list[np.ndarray]:
+        path = file.decode()
+        parquet = records.open_parquet(path)
+        first = sum(parquet.metadata.row_group(g).num_rows for g in range(int(group)))
+        rows = parquet.read_row_group(int(group)).to_pylist()
+        base = os.path.basename(path)
+        return _as_outputs(
+            records.record_from_object(obj, fmt, f"{base}:{first + i + 1}") for i, obj in enumerate(rows)
+        )
+
+    def read(file: tf.Tensor) -> tf.data.Dataset:
+        groups_ds = tf.data.Dataset.range(table.lookup(file))
+        columns = groups_ds.map(lambda g: tuple(tf.numpy_function(read_group, [file, g], _OUT_TYPES, stateful=False)))
+        return columns.flat_map(lambda *c: tf.data.Dataset.from_tensor_slices(_to_dict(*c, shape=[None])))
+
+    return read
+
+
+def file_source(files: str, fmt: str, split: str) -> seqio.DataSource:
+    paths = records.resolve_files(files)
+    kinds = {records.file_type(p) for p in paths}
+    if len(kinds) > 1:
+        raise DataError(f"{files}: one file set must hold one file type, got {sorted(kinds)}")
+    kind = kinds.pop()
+    if fmt == "sharegpt" and kind != "jsonl":
+        raise DataError(f"{files}: the sharegpt format is read from JSONL files only")
+    reader = {"jsonl": lambda: _jsonl_reader(fmt), "tfrecord": lambda: _tfrecord_reader(fmt),
+              "parquet": lambda: _parquet_reader(fmt, paths)}[kind]()  # fmt: skip
+    return seqio.FileDataSource(read_file_fn=reader, split_to_filepattern={split: paths})
+
+
+# Preprocessors.
+
+
+def assign_system_message(config: DataConfig, messages: dict[int, str] | None):
+    def choose(record_id: bytes, question: bytes, given: bytes, collection: bytes) -> bytes:
+        return system_messages.system_message(
+            record_id.decode(), question.decode(), given.decode(), mode=config.system_messages,
+            collection=collection.decode(), seed=config.seed, messages=messages,
+        ).encode()  # fmt: skip
+
+    @seqio.map_over_dataset
+    def assign(ex):
+        if config.system_messages == "keep":
+            return ex
+        message = tf.numpy_function(choose, [ex["id"], ex["question"], ex["system_prompt"], ex["collection"]],
+                                    tf.string, stateful=False)  # fmt: skip
+        return {**ex, "system_prompt": tf.ensure_shape(message, [])}
+
+    return assign
+
+
+def tokenize_with_roles(template: ChatTemplate, overlong: str):
+    """Prompt and response -> `targets` (prompt, response, EOS) and `roles`; records rejected earlier,
+    or too long for the row, become empty examples that keep their reason code in `reject`."""
+
+    def preprocess(ds: tf.data.Dataset, output_features, sequence_length) -> tf.data.Dataset:
+        vocab = output_features["targets"].vocabulary
+        limit = sequence_length["targets"]
+
+        def tokenize(ex):
+            prompt = vocab.encode_tf(template.prompt_tf(ex["system_prompt"], ex["question"]))
+            response = tf.concat([vocab.encode_tf(template.response_tf(ex["response"])), [vocab.eos_id]], axis=0)
+            if overlong == "trim_prompt":  # keep the prompt's end: the question and the reply header
+                keep = tf.maximum(limit - tf.size(response), 0)
+                prompt = prompt[tf.maximum(tf.size(prompt) - keep, 0) :]
+            too_long = tf.size(prompt) + tf.size(response) > limit
+            reject = tf.where(ex["reject"] > 0, ex["reject"], tf.where(too_long, OVER_LENGTH, 0))
+            keep_example = tf.cast(tf.equal(reject, 0), tf.int32)
+            n_prompt, n_response = tf.size(prompt) * keep_example, tf.size(response) * keep_example
+            return {
+                "targets": tf.concat([prompt[:n_prompt], response[:n_response]], axis=0),
+                "roles": tf.concat(
+                    [tf.fill([n_prompt], packing.PROMPT_ROLE), tf.fill([n_response], packing.RESPONSE_ROLE)], axis=0
+                ),  # fmt: skip
+                "reject": reject,
+            }
+
+        return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+
+    return preprocess
+
+
+def register_task(fs: FileSet, split: str, files: str, vocab: seqio.Vocabulary, template: ChatTemplate,
+                  config: DataConfig, messages: dict[int, str] | None) -> seqio.Task:  # fmt: skip
+    """Registers (or replaces) the SeqIO task `fs.name` for `split`."""
+    if fs.format not in records.FORMATS:
+        raise ConfigError(f"FileSet {fs.name}: format {fs.format!r} is not one of {records.FORMATS}")
+    if fs.name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(fs.name)
+    return seqio.TaskRegistry.add(
+        fs.name,
+        source=file_source(files, fs.format, split),
+        preprocessors=[assign_system_message(config, messages), tokenize_with_roles(template, config.overlong)],
+        output_features={
+            "targets": seqio.Feature(vocab, add_eos=False),
+            "roles": seqio.Feature(seqio.PassThroughVocabulary(3), add_eos=False),
+            # Declared so that mixtures keep it: 0, or why the record became an empty example.
+            "reject": seqio.Feature(seqio.PassThroughVocabulary(OVER_LENGTH + 1), add_eos=False, rank=0),
+        },
+    )
+
+
+# Validation before training.
+
+
+def validate_files(config: DataConfig, split: str, rejects_path: str = "") -> Counter:
+    """Reads every record of `split` once. `strict`: the first bad one raises `file:line: field:
+    reason`. `skip`: each bad line goes to `rejects_path` (JSONL: where, reason, field, detail)
+    and the counts per reason come back."""
+    counts: Counter = Counter()
+    out = tf.io.gfile.GFile(rejects_path, "w") if rejects_path and config.policy == "skip" else None
+    try:
+        for fs in config.sources:
+            files = getattr(fs, split)
+            for path in records.resolve_files(files) if files else []:
+                for where, item in records.scan_file(path, fs.format):
+                    if isinstance(item, records.Rejection):
+                        if config.policy == "strict":
+                            raise DataError(
+                                item.message(where) + " (DataConfig.policy = 'skip' would count it and go on)"
+                            )
+                        counts[item.reason] += 1
+                        if out:
+                            out.write(json.dumps({"where": where, **dataclasses.asdict(item)}) + "\n")
+                    else:
+                        counts["ok"] += 1
+    finally:
+        if out:
+            out.close()
+    return counts
+
+
+# The host's stream of batches.
+
+
+class HostBatches:
+    """This host's batches: dicts of numpy arrays [rows, sequence_length] (and `rejected` [rows, R]).
+
+    `save(path)` and `restore(path)` store the position in the stream (shuffle buffer included), so
+    a resumed run sees exactly the batches an unbroken run would have."""
+
+    def __init__(self, dataset: tf.data.Dataset, rows: int, pad_last: bool):
+        self._iterator = iter(dataset)
+        self._rows = rows
+        self._pad_last = pad_last
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = {k: v.numpy() for k, v in next(self._iterator).items()}
+        n = next(iter(batch.values())).shape[0]
+        if self._pad_last and n < self._rows:
+            batch = {k: np.pad(v, [(0, self._rows - n)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
+        return batch
+
+    def save(self, path: str) -> None:
+        tf.train.Checkpoint(iterator=self._iterator).write(path)
+
+    def restore(self, path: str) -> None:
+        tf.train.Checkpoint(iterator=self._iterator).read(path).assert_consumed()
+
+
+def host_batches(
+    config: DataConfig, split: str, rows: int, *, shuffle: bool, seed: int | None, num_epochs: int | None,
+    shard_index: int = 0, num_shards: int = 1, pack: bool = True,
+) -> HostBatches:  # fmt: skip
+    """This host's batches of `rows` rows. With `num_epochs=None` the stream repeats forever
+    (training); otherwise the last batch is padded with empty rows, so evaluation sees every example.
+    Building it registers the tasks and opens the files: a missing file fails here."""
+    name = config.register(split)
+    vocab = config.make_vocabulary()
+    ds = seqio.get_dataset(
+        name,
+        packing.task_feature_lengths(config.sequence_length),
+        seqio.PassThroughFeatureConverter(),
+        dataset_split=split,
+        shuffle=shuffle,
+        seed=seed,
+        num_epochs=num_epochs,
+        shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
+        use_cached=False,
+    )
+    mode = config.packing if pack else "none"
+    ds = packing.pack_dataset(ds, config.sequence_length, mode=mode, window=config.pack_window, bos_id=vocab.bos_id,
+                              num_reasons=len(REJECT_REASONS))  # fmt: skip
+    ds = ds.batch(rows, drop_remainder=num_epochs is None).prefetch(2)
+    options = tf.data.Options()
+    # The readers and the packer run Python through numpy_function; they keep no state between
+    # calls, so the iterator can be checkpointed without it.
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return HostBatches(ds.with_options(options), rows, pad_last=num_epochs is not None)
+
+
+def rejected_counts(totals: np.ndarray) -> dict[str, int]:
+    """Per-reason counts from the summed `rejected` feature."""
+    return {reason: int(n) for reason, n in zip(REJECT_REASONS, totals.tolist(), strict=True) if n}
 
 
 class _NoUncachedSourceWarning(logging.Filter):
-    """SeqIO warns that an uncached function source shuffles poorly on restarts; ours is shuffled after
-    the source, and a restart replays the data order exactly, so the warning does not apply."""
+    """SeqIO warns that an uncached source shuffles poorly on restarts; a restart here restores the
+    iterator's position and shuffle buffer exactly, so the warning does not apply."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "uncached FunctionDataset" not in record.getMessage()
+        return "uncached" not in record.getMessage()
 
 
 logging.getLogger("absl").addFilter(_NoUncachedSourceWarning())
@@ -39,147 +393,3 @@ logging.getLogger("absl").addFilter(_NoUncachedSourceWarning())
 def keep_tensorflow_off_accelerators() -> None:
     """The input pipeline runs on the host: TensorFlow must not take GPU memory JAX needs."""
     tf.config.set_visible_devices([], "GPU")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """What to train on and how it becomes rows. Files: comma-separated paths or globs."""
-
-    train_files: str
-    validation_files: str = ""
-    task_name: str = "explanations"
-    vocabulary: str = "byte"  # `byte`, or a SentencePiece .model path
-    template: str = "orca"
-    sequence_length: int = 2048
-    pack: bool = True
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def register(self) -> seqio.Task:
-        splits = {"train": self.train_files} if self.train_files else {}
-        if self.validation_files:
-            splits["validation"] = self.validation_files
-        return register_explanation_task(
-            self.task_name, splits, make_vocabulary(self.vocabulary), get_template(self.template)
-        )
-
-
-def jsonl_source(split_files: Mapping[str, str]) -> seqio.DataSource:
-    """A SeqIO source over JSONL files per split (comma-separated paths or globs).
-
-    Files are read and validated in Python when the dataset is built, so a missing file or a bad
-    line fails before any step runs, with `file:line: field: reason`. Records are held in host
-    memory; the data issue adds streaming readers for corpora that do not fit.
-    """
-    split_files = dict(split_files)
-
-    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-        del shuffle_files, seed  # examples are shuffled after the source
-        rows = records.read_records(split_files[split])
-        return tf.data.Dataset.from_tensor_slices(
-            {field: np.array([getattr(r, field) for r in rows], dtype=object) for field in RECORD_FIELDS}
-        )
-
-    return seqio.FunctionDataSource(dataset_fn, splits=list(split_files))
-
-
-def render_template(template: ChatTemplate):
-    """Preprocessor: {system_prompt, question, response} -> {prompt, response} strings."""
-    parts = list(string.Formatter().parse(template.prompt_format))
-    field_of = {"system": "system_prompt", "question": "question"}
-
-    @seqio.map_over_dataset
-    def render(ex):
-        pieces = []
-        for literal, field, _, _ in parts:
-            if literal:
-                pieces.append(tf.constant(literal))
-            if field is not None:
-                pieces.append(ex[field_of[field]])
-        return {"prompt": tf.strings.join(pieces), "response": ex["response"]}
-
-    return render
-
-
-def tokenize_with_roles(ds: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
-    """Preprocessor: prompt and response -> one `targets` stream (response ends in EOS) + `roles`."""
-    vocab = output_features["targets"].vocabulary
-
-    def tokenize(ex):
-        prompt = vocab.encode_tf(ex["prompt"])
-        response = tf.concat([vocab.encode_tf(ex["response"]), [vocab.eos_id]], axis=0)
-        return {
-            "targets": tf.concat([prompt, response], axis=0),
-            "roles": tf.concat(
-                [tf.fill(tf.shape(prompt), packing.PROMPT_ROLE), tf.fill(tf.shape(response), packing.RESPONSE_ROLE)],
-                axis=0,
-            ),
-        }
-
-    return ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def drop_overlong(ds: tf.data.Dataset, sequence_length: Mapping[str, int]) -> tf.data.Dataset:
-    """Preprocessor: drops examples that do not fit a row (truncating would cut the response)."""
-    limit = sequence_length["targets"]
-    return ds.filter(lambda ex: tf.size(ex["targets"]) <= limit)
-
-
-def register_explanation_task(
-    name: str, split_files: Mapping[str, str], vocabulary: seqio.Vocabulary, template: ChatTemplate
-) -> seqio.Task:
-    """Registers (or replaces) the SeqIO task `name` over the given JSONL files."""
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    return seqio.TaskRegistry.add(
-        name,
-        source=jsonl_source(split_files),
-        preprocessors=[render_template(template), tokenize_with_roles, drop_overlong],
-        output_features={
-            "targets": seqio.Feature(vocabulary, add_eos=False),
-            "roles": seqio.Feature(seqio.PassThroughVocabulary(3), add_eos=False),
-        },
-    )
-
-
-def host_batches(
-    task_name: str,
-    split: str,
-    sequence_length: int,
-    batch_size: int,
-    *,
-    pack: bool,
-    shuffle: bool,
-    seed: int | None,
-    num_epochs: int | None,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    bos_id: int = 1,
-) -> Iterator[dict[str, np.ndarray]]:
-    """This host's batches of decoder rows, as numpy arrays of shape [batch_size, sequence_length].
-
-    With `num_epochs=None` the stream repeats forever (training). Otherwise the last batch is padded
-    with all-zero rows, which carry no loss weight and no segment, so evaluation sees every example.
-    """
-    ds = seqio.get_dataset(
-        task_name,
-        packing.task_feature_lengths(sequence_length),
-        packing.ExplanationFeatureConverter(pack=pack, bos_id=bos_id),
-        dataset_split=split,
-        shuffle=shuffle,
-        seed=seed,
-        num_epochs=num_epochs,
-        shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
-        use_cached=False,
-    )
-    ds = ds.batch(batch_size, drop_remainder=num_epochs is None).prefetch(2)
-
-    def numpy_batches():
-        for batch in ds.as_numpy_iterator():
-            n = next(iter(batch.values())).shape[0]
-            if n < batch_size:
-                batch = {k: np.pad(v, [(0, batch_size - n), (0, 0)]) for k, v in batch.items()}
-            yield batch
-
-    return numpy_batches()  # the files were read above, so a data error surfaces before training starts

@@ -10,6 +10,7 @@ go into the run's folder:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -17,9 +18,8 @@ import time
 import jax
 
 from orca_jax import bundle
-from orca_jax.data.tasks import DataConfig, host_batches
+from orca_jax.data.tasks import DataConfig, FileSet, host_batches
 from orca_jax.data.templates import get_template
-from orca_jax.data.vocab import make_vocabulary
 from orca_jax.evaluation import answers
 from orca_jax.evaluation.benchmarks import read_bbh_file
 from orca_jax.model.decode import generate
@@ -31,22 +31,12 @@ from orca_jax.training.step import jit_eval_step
 
 def heldout_loss(model: Decoder, params, mesh, data: DataConfig, batch_size: int) -> dict[str, float]:
     """Mean loss and token accuracy on the response tokens of `data`'s validation files."""
-    data.register()
     step = jit_eval_step(model, jax.tree.map(lambda x: x.sharding, params), mesh)
     totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
     rows = sharding.host_batch_size(batch_size, mesh)
-    for batch in host_batches(
-        data.task_name,
-        "validation",
-        data.sequence_length,
-        rows,
-        pack=True,
-        shuffle=False,
-        seed=None,
-        num_epochs=1,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
-    ):
+    batches = host_batches(data, "validation", rows, shuffle=False, seed=None, num_epochs=1,
+                           shard_index=jax.process_index(), num_shards=jax.process_count())  # fmt: skip
+    for batch in batches:
         sums = jax.device_get(step(params, sharding.global_batch(batch, mesh)))
         totals = {k: totals[k] + float(sums[k]) for k in totals}
     weight = max(totals["weight_sum"], 1.0)
@@ -69,7 +59,7 @@ def answer_accuracy(
     max_new_tokens: int,
 ) -> tuple[dict[str, float], list[dict]]:
     """Greedy answers to a BBH-format file, scored by exact match of the extracted answer."""
-    vocab = make_vocabulary(data.vocabulary)
+    vocab = data.make_vocabulary()
     template = get_template(data.template)
     examples = read_bbh_file(bbh_file)
     inferences = []
@@ -123,14 +113,16 @@ def evaluate(
         model_bundle = bundle.load(checkpoint_dir, mesh, step=step)
         metrics["step"] = float(model_bundle.step)
         model, params = model_bundle.model, model_bundle.params
-        trained = model_bundle.meta.get("data") or {}
-        data = DataConfig(
-            train_files="",
-            validation_files=heldout_files,
-            task_name="heldout",
+        trained = model_bundle.meta.get("data")
+        base = DataConfig.from_dict(trained) if trained else DataConfig(sources=(FileSet("heldout", ""),))
+        data = dataclasses.replace(
+            base,
+            sources=(FileSet("heldout", train="", validation=heldout_files),),
             vocabulary=model_bundle.vocabulary_spec,
             template=model_bundle.template,
-            sequence_length=sequence_length or trained.get("sequence_length", 2048),
+            added_tokens=model_bundle.added_tokens,
+            sequence_length=sequence_length or base.sequence_length,
+            policy="skip",  # count and report bad held-out records; they are not trained on
         )
         if heldout_files:
             metrics.update(heldout_loss(model, params, mesh, data, batch_size))

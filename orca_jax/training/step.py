@@ -64,6 +64,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
             "learning_rate": schedule(state.step),
             "loss_tokens": sums["weight_sum"],
             "real_tokens": jnp.sum(batch["decoder_segment_ids"] > 0).astype(jnp.float32),
+            # Records the input pipeline dropped (per reason) while building this batch.
+            "rejected": jnp.sum(batch["rejected"], axis=0) if "rejected" in batch else jnp.zeros((0,), jnp.int32),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
