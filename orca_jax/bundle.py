@@ -20,9 +20,10 @@ from typing import Any
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 from jax.sharding import Mesh
 
-from orca_jax.data.vocab import make_vocabulary
+from orca_jax.data.vocab import ID_OFFSET, make_vocabulary
 from orca_jax.errors import CheckpointError
 from orca_jax.model import hf
 from orca_jax.model.config import ModelConfig
@@ -32,6 +33,7 @@ from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
 
 ASSETS = "assets"
 TOKENIZER_FILE = "tokenizer.model"
+TOKENIZER_JSON = "tokenizer.json"
 
 
 @dataclasses.dataclass
@@ -58,11 +60,12 @@ def store_vocabulary(spec: str, root: str) -> str:
     """The meta entry for vocabulary `spec`: `byte`, or a copy of the SentencePiece model under ROOT."""
     if spec in ("byte", ""):
         return spec
+    name = TOKENIZER_JSON if spec.endswith(".json") else TOKENIZER_FILE
     os.makedirs(os.path.join(root, ASSETS), exist_ok=True)
-    target = os.path.join(root, ASSETS, TOKENIZER_FILE)
+    target = os.path.join(root, ASSETS, name)
     if os.path.abspath(spec) != os.path.abspath(target):
-        shutil.copyfile(spec, target)
-    return os.path.join(ASSETS, TOKENIZER_FILE)
+        tf.io.gfile.copy(spec, target, overwrite=True)
+    return os.path.join(ASSETS, name)
 
 
 def resolve_vocabulary(entry: str, root: str) -> str:
@@ -129,16 +132,32 @@ def load_hf_params(path: str, config: ModelConfig, dtype=np.float32) -> dict:
     return hf.params_from_hf(hf.SafetensorsFolder(path).get, config, dtype)
 
 
-def _load_hf(path: str, mesh: Mesh) -> ModelBundle:
+def hf_tokenizer(path: str) -> tuple[str, int]:
+    """An HF folder's tokenizer file and the id offset orca_jax uses with it: a SentencePiece
+    tokenizer.model keeps its ids; a tokenizer.json alone (LLaMA-3 style) shifts them by one."""
+    for name, offset in ((TOKENIZER_FILE, 0), (TOKENIZER_JSON, ID_OFFSET)):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.abspath(os.path.join(path, name)), offset
+    return "", 0
+
+
+def hf_model_config(path: str, id_offset: int | None = None) -> ModelConfig:
+    """The ModelConfig of an HF folder; `id_offset` None follows its tokenizer (see hf_tokenizer)."""
     config = hf.config_from_hf(read_hf_config(path), os.path.join(path, "config.json"))
+    offset = hf_tokenizer(path)[1] if id_offset is None else id_offset
+    return dataclasses.replace(config, id_offset=offset, vocab_size=config.vocab_size + offset)
+
+
+def _load_hf(path: str, mesh: Mesh) -> ModelBundle:
+    config = hf_model_config(path)
     params = load_hf_params(path, config)
     boxed = abstract_params(Decoder(config))
     params = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings_of(boxed, mesh))
-    tokenizer = os.path.join(path, TOKENIZER_FILE)
+    tokenizer, _ = hf_tokenizer(path)
     return ModelBundle(
         config=config,
         params=params,
-        vocabulary_spec=os.path.abspath(tokenizer) if os.path.isfile(tokenizer) else "",
+        vocabulary_spec=tokenizer,
         template="orca",
         step=0,
         meta={"source": {"hf_dir": os.path.abspath(path)}},

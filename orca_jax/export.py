@@ -15,6 +15,7 @@ unless --overwrite is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -73,7 +74,8 @@ def export_hf(model_bundle, out: str, dtype, dtype_name: str, max_shard_bytes: i
     # Read back: the config maps to the same model, and every tensor is what was meant to be written.
     written = hf.config_from_hf(json.load(open(os.path.join(out, "config.json"))), f"{out}/config.json")
     runtime = ("param_dtype", "dtype", "remat", "attention")
-    for field, value in cfg.to_dict().items():
+    unshifted = dataclasses.replace(cfg, vocab_size=cfg.vocab_size - cfg.id_offset, id_offset=0)
+    for field, value in unshifted.to_dict().items():
         if field not in runtime and getattr(written, field) != value:
             raise CheckpointError(
                 f"{out}/config.json: {field} reads back as {getattr(written, field)!r}, not {value!r}"
@@ -94,6 +96,9 @@ def write_tokenizer_files(model_bundle, out: str) -> list[str]:
     spec = model_bundle.vocabulary_spec
     if not spec or spec == "byte":
         return [f"(no tokenizer files: the vocabulary is {spec or 'unknown'!r}, which transformers has no class for)"]
+    if spec.endswith(".json"):  # a Hugging Face tokenizer: its own file is what transformers reads
+        shutil.copyfile(spec, os.path.join(out, "tokenizer.json"))
+        return ["tokenizer.json"]
     vocab = model_bundle.vocabulary()
     shutil.copyfile(spec, os.path.join(out, "tokenizer.model"))
     sp = vocab.tokenizer

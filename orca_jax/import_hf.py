@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write the orca_jax checkpoint into")
     p.add_argument("--vocab_size", type=int, default=0, help="grow the vocabulary to this many ids (added tokens)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of the stored parameters")
+    p.add_argument("--id_offset", choices=("auto", "0", "1"), default="auto",
+                   help="shift token ids up by this (auto: 1 for a folder with tokenizer.json but no tokenizer.model, "
+                   "so that id 0 stays padding; see orca_jax/data/vocab.py)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
     return p
 
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     config_path = os.path.join(args.hf_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ConfigError(f"{config_path}: missing (an HF model folder has config.json and safetensors)")
-    config = hf.config_from_hf(bundle.read_hf_config(args.hf_dir), config_path)
+    hf.config_from_hf(bundle.read_hf_config(args.hf_dir), config_path)  # a clear error for an unsupported model
+    config = bundle.hf_model_config(args.hf_dir, None if args.id_offset == "auto" else int(args.id_offset))
     if args.vocab_size:
         if args.vocab_size < config.vocab_size:
             raise ConfigError(f"--vocab_size {args.vocab_size} is smaller than the model's {config.vocab_size}")
@@ -57,10 +61,10 @@ def main(argv: list[str] | None = None) -> None:
 
     dtype = np.float32 if args.dtype == "float32" else ml_dtypes.bfloat16
     params = bundle.load_hf_params(args.hf_dir, config, dtype)
-    tokenizer = os.path.join(args.hf_dir, bundle.TOKENIZER_FILE)
+    tokenizer, _ = bundle.hf_tokenizer(args.hf_dir)
     meta = {
         "model": config.to_dict(),
-        "vocabulary": bundle.store_vocabulary(tokenizer, args.out) if os.path.isfile(tokenizer) else "",
+        "vocabulary": bundle.store_vocabulary(tokenizer, args.out) if tokenizer else "",
         "template": "orca",
         "source": {"hf_dir": os.path.abspath(args.hf_dir)},
     }
@@ -72,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints.close()
     print(f"imported {args.hf_dir}: {config.num_params():,} parameters ({args.dtype}) -> {os.path.abspath(args.out)}")
     if not meta["vocabulary"]:
-        print("note: no tokenizer.model in the HF folder; set DataConfig.vocabulary when training from it")
+        print("note: no tokenizer in the HF folder; set DataConfig.vocabulary when training from it")
+    if config.id_offset:
+        print(f"token ids are shifted up by {config.id_offset}: train with DataConfig.vocabulary = its tokenizer.json")
     print(f"train from it with --gin.train.init_from={os.path.abspath(args.out)}")
 
 

@@ -154,7 +154,7 @@ def test_pickled_weights_are_refused(tmp_path):
 
 def test_training_starts_from_an_imported_checkpoint(tmp_path):
     from orca_jax.data.mini_orca import write_mini_orca
-    from orca_jax.data.tasks import DataConfig
+    from orca_jax.data.tasks import DataConfig, FileSet
     from orca_jax.training.optimizer import OptimizerConfig
     from orca_jax.training.trainer import TrainConfig, train
 
@@ -164,7 +164,9 @@ def test_training_starts_from_an_imported_checkpoint(tmp_path):
     paths = write_mini_orca(str(tmp_path / "data"), num_train=32, num_heldout=4, digits=2, seed=0)
     imported = bundle.load(ckpt, bundle_mesh := _one_device_mesh())
     config = ModelConfig.from_dict({**imported.config.to_dict(), "dtype": "float32"})
-    data = DataConfig(train_files=paths["train"], task_name="init_from_test", vocabulary="byte", sequence_length=128)
+    data = DataConfig(
+        sources=(FileSet("init_from_test", train=paths["train"]),), vocabulary="byte", sequence_length=128
+    )
     frozen = OptimizerConfig(learning_rate=0.0, warmup_steps=0, weight_decay=0.0)
     train(run, config, data, frozen, MeshConfig(), TrainConfig(num_steps=2, batch_size=8, log_every=1), init_from=ckpt)
     trained = bundle.load(run, bundle_mesh)
@@ -201,3 +203,28 @@ def test_export_writes_tokenizer_files_transformers_reads(tmp_path, sentencepiec
     assert tokenizer.pad_token == "<pad>" and tokenizer.convert_tokens_to_ids("<pad>") == 32000
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.config.vocab_size == 32001 and model.get_input_embeddings().weight.shape == (32001, 32)
+
+
+def test_llama3_style_tokenizer_json_shifts_ids_and_round_trips(tmp_path):
+    """A folder with only tokenizer.json: ids shift up by one so that 0 stays padding."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    hf_dir, ckpt, out = tmp_path / "hf", str(tmp_path / "ckpt"), str(tmp_path / "out")
+    model = make_hf_model("llama_gqa_llama3_rope", str(hf_dir))
+    words = ["!", "<|begin_of_text|>", "<|eot_id|>"] + [f"w{i}" for i in range(VOCAB - 3)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(hf_dir / "tokenizer.json"))
+    import_main(["--hf_dir", str(hf_dir), "--out", ckpt])
+    loaded = orca_jax.load(ckpt, dtype="float32")
+    assert loaded.config.id_offset == 1 and loaded.config.vocab_size == VOCAB + 1
+    ours = loaded.logits((np.array(TOKENS) + 1).tolist())
+    np.testing.assert_allclose(ours[..., 1:], hf_logits(model, TOKENS), atol=1e-4, rtol=0)
+    assert ours[..., 0].max() < -1e29  # the padding id is never predicted
+    vocab = loaded.bundle.vocabulary()
+    assert vocab.encode("! w5") == [1, 9] and vocab.bos_id == 2
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--dtype", "float32", "--out", out])
+    assert "tokenizer.json" in os.listdir(out)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
+    np.testing.assert_array_equal(hf_logits(reloaded, TOKENS), hf_logits(model, TOKENS))
+    assert json.load(open(f"{out}/config.json"))["vocab_size"] == VOCAB

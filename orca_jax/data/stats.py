@@ -50,7 +50,7 @@ def example_lengths(config: DataConfig, split: str = "train") -> tuple[int, Coun
     limit = config.sequence_length
     n, rejected, lengths = 0, Counter(), []
     for fs in config.sources:
-        for path in records.resolve_files(getattr(fs, split)):
+        for path in records.resolve_files(fs.files(split)[0]):
             for _, item in records.scan_file(path, fs.format):
                 n += 1
                 if isinstance(item, records.Rejection):

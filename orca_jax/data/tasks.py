@@ -49,6 +49,16 @@ class FileSet:
     validation: str = ""
     format: str = "openorca"  # openorca | sharegpt
     rate: float = 1.0  # its share of a mixture
+    # Without validation files, this fraction of the train files' records (chosen by a hash of the
+    # record id, the same on every run and host) is the validation split and is never trained on.
+    holdout_fraction: float = 0.0
+
+    def files(self, split: str) -> tuple[str, str]:
+        """(files, holdout) for a split: holdout is "" (every record), "drop" or "keep" (the held-out ones)."""
+        if split == "validation" and not self.validation and self.holdout_fraction:
+            return self.train, "keep"
+        files = getattr(self, split)
+        return files, ("drop" if split == "train" and self.holdout_fraction and not self.validation else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +115,9 @@ class DataConfig:
         messages = system_messages.read_messages_file(self.system_messages_file) if self.system_messages_file else None
         names = []
         for fs in self.sources:
-            files = getattr(fs, split)
+            files, holdout = fs.files(split)
             if files:
-                register_task(fs, split, files, vocab, template, self, messages)
+                register_task(fs, split, files, holdout, vocab, template, self, messages)
                 names.append((fs.name, fs.rate))
         if not names:
             raise ConfigError(f"DataConfig: no source has {split} files")
@@ -262,8 +272,23 @@ def tokenize_with_roles(template: ChatTemplate, overlong: str):
     return preprocess
 
 
-def register_task(fs: FileSet, split: str, files: str, vocab: seqio.Vocabulary, template: ChatTemplate,
-                  config: DataConfig, messages: dict[int, str] | None) -> seqio.Task:  # fmt: skip
+def holdout_filter(fraction: float, keep: bool):
+    """Preprocessor: keeps the held-out records (`keep`) or all others, by a hash of the record id."""
+    buckets = 1_000_000
+
+    def preprocess(ds: tf.data.Dataset) -> tf.data.Dataset:
+        def held_out(ex):
+            return tf.strings.to_hash_bucket_fast(ex["id"], buckets) < int(fraction * buckets)
+
+        return ds.filter(held_out if keep else lambda ex: tf.logical_not(held_out(ex)))
+
+    return preprocess
+
+
+def register_task(
+    fs: FileSet, split: str, files: str, holdout: str, vocab: seqio.Vocabulary, template: ChatTemplate,
+    config: DataConfig, messages: dict[int, str] | None,
+) -> seqio.Task:  # fmt: skip
     """Registers (or replaces) the SeqIO task `fs.name` for `split`."""
     if fs.format not in records.FORMATS:
         raise ConfigError(f"FileSet {fs.name}: format {fs.format!r} is not one of {records.FORMATS}")
@@ -272,7 +297,11 @@ def register_task(fs: FileSet, split: str, files: str, vocab: seqio.Vocabulary, 
     return seqio.TaskRegistry.add(
         fs.name,
         source=file_source(files, fs.format, split),
-        preprocessors=[assign_system_message(config, messages), tokenize_with_roles(template, config.overlong)],
+        preprocessors=[
+            *([holdout_filter(fs.holdout_fraction, keep=holdout == "keep")] if holdout else []),
+            assign_system_message(config, messages),
+            tokenize_with_roles(template, config.overlong),
+        ],
         output_features={
             "targets": seqio.Feature(vocab, add_eos=False),
             "roles": seqio.Feature(seqio.PassThroughVocabulary(3), add_eos=False),
@@ -293,7 +322,7 @@ def validate_files(config: DataConfig, split: str, rejects_path: str = "") -> Co
     out = tf.io.gfile.GFile(rejects_path, "w") if rejects_path and config.policy == "skip" else None
     try:
         for fs in config.sources:
-            files = getattr(fs, split)
+            files, _ = fs.files(split)
             for path in records.resolve_files(files) if files else []:
                 for where, item in records.scan_file(path, fs.format):
                     if isinstance(item, records.Rejection):

@@ -34,6 +34,9 @@ class ModelConfig:
     attention: str = "xla"  # xla | splash (TPU kernel) | cudnn (GPU kernel); see model/attention.py
     norm_eps: float = 1e-6
     tie_embeddings: bool = False
+    # Ids below this are not tokens (a tokenizer.json's ids shifted up so that 0 is padding) and are
+    # never predicted.
+    id_offset: int = 0
     vocab_multiple: int = 128  # pad the embedding rows to a multiple of this, for sharding
     param_dtype: str = "float32"  # master weights
     dtype: str = "bfloat16"  # activations and matmuls

@@ -102,7 +102,9 @@ def config_from_hf(config: dict, where: str = "config.json") -> ModelConfig:
 
 
 def config_to_hf(cfg: ModelConfig, *, bos_id: int = 1, eos_id: int = 2, torch_dtype: str = "float32") -> dict:
-    """An HF config.json dict: Mistral when the model has a sliding window, LLaMA otherwise."""
+    """An HF config.json dict: Mistral when the model has a sliding window, LLaMA otherwise. Token
+    ids (bos_id, eos_id) are orca_jax's; they are shifted back by `cfg.id_offset`."""
+    bos_id, eos_id = bos_id - cfg.id_offset, eos_id - cfg.id_offset
     model_type = "mistral" if cfg.sliding_window else "llama"
     rope: dict = {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if cfg.rope_scaling_factor:
@@ -117,7 +119,7 @@ def config_to_hf(cfg: ModelConfig, *, bos_id: int = 1, eos_id: int = 2, torch_dt
     config = {
         "architectures": [ARCHITECTURES[model_type]],
         "model_type": model_type,
-        "vocab_size": cfg.vocab_size,
+        "vocab_size": cfg.vocab_size - cfg.id_offset,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.mlp_dim,
         "num_hidden_layers": cfg.num_layers,
@@ -180,14 +182,16 @@ def _pad_rows(table: np.ndarray, rows: int, fill: np.ndarray | None = None) -> n
 def params_from_hf(get: Callable[[str], np.ndarray], cfg: ModelConfig, dtype=np.float32) -> dict:
     """orca_jax parameters from HF tensors read one at a time by `get(name)`.
 
+    With `cfg.id_offset`, every HF id i becomes i + offset and the rows below the offset are zero.
     When `cfg.vocab_size` exceeds the HF model's (added tokens, like Orca's pad token), the new
     rows of the embedding and the LM head start as the mean of the existing ones; rows past
     `cfg.vocab_size` (the padding to a multiple of 128) are zero and never predicted."""
-    vp = cfg.padded_vocab_size
+    vp, offset = cfg.padded_vocab_size, cfg.id_offset
 
     def grow(table: np.ndarray) -> np.ndarray:  # [hf_vocab, D] -> [Vp, D]
         table = table.astype(dtype)
-        grown = _pad_rows(table, cfg.vocab_size, table.mean(axis=0))
+        shifted = np.concatenate([np.zeros((offset, table.shape[1]), dtype), table]) if offset else table
+        grown = _pad_rows(shifted, cfg.vocab_size, table.mean(axis=0))
         return _pad_rows(grown, vp)
 
     params = {
@@ -207,8 +211,8 @@ def params_from_hf(get: Callable[[str], np.ndarray], cfg: ModelConfig, dtype=np.
 
 def params_to_hf(params: dict, cfg: ModelConfig, dtype=np.float32) -> Iterator[tuple[str, np.ndarray]]:
     """(HF name, tensor) pairs for the parameters, padded vocabulary rows removed."""
-    v = cfg.vocab_size
-    yield "model.embed_tokens.weight", np.asarray(params["embedding"])[:v].astype(dtype)
+    lo, v = cfg.id_offset, cfg.vocab_size
+    yield "model.embed_tokens.weight", np.asarray(params["embedding"])[lo:v].astype(dtype)
     for i in range(cfg.num_layers):
         for name, hf in LAYER_PARAMS.items():
             yield (
@@ -217,7 +221,7 @@ def params_to_hf(params: dict, cfg: ModelConfig, dtype=np.float32) -> Iterator[t
             )
     yield "model.norm.weight", np.asarray(params["final_norm"]).astype(dtype)
     if not cfg.tie_embeddings:
-        yield "lm_head.weight", np.ascontiguousarray(np.asarray(params["lm_head"])[:, :v].T).astype(dtype)
+        yield "lm_head.weight", np.ascontiguousarray(np.asarray(params["lm_head"])[:, lo:v].T).astype(dtype)
 
 
 # Safetensors folders.

@@ -195,8 +195,9 @@ class Decoder(nn.Module):
             head = _param(self, "lm_head", nn.initializers.lecun_normal(), (d, v), ("embed", "vocab"), pdtype)
             logits = x @ head.astype(dtype)
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
-        # Padded vocabulary rows are never predicted.
-        logits = jnp.where(jnp.arange(v) < cfg.vocab_size, logits, NEG_INF)
+        # Padded vocabulary rows, and ids below the offset, are never predicted.
+        ids = jnp.arange(v)
+        logits = jnp.where((ids >= cfg.id_offset) & (ids < cfg.vocab_size), logits, NEG_INF)
         if cache is None:
             return logits
         return logits, {**new_layer_caches, "segments": kv_segments}
