@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
+    "importlib-resources==7.1.0",  # tensorflow-datasets' builders import it without declaring it
     "tensorboard==2.21.0",  # tf.summary needs it to write TensorBoard scalars
     "gin-config==0.5.0",
     "sentencepiece==0.2.3",

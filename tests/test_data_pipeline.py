@@ -226,3 +226,26 @@ def test_iterator_state_resumes_without_repeating_or_skipping(tmp_path):
     second.restore(str(tmp_path / "state" / "iterator"))
     got += [_responses(next(second), config) for _ in range(7)]
     assert got == want
+
+
+def test_tfds_builder_splits_by_id_hash_and_feeds_the_pipeline(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from orca_jax.data.tfds_builder import OrcaRecords, is_validation
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    rows = [OrcaRecord(f"niv.{i}", "", f"Question {i}?", f"Answer {i}.") for i in range(400)]
+    records.write_jsonl(str(manual / "part1.jsonl"), rows[:250])
+    (manual / "part2.jsonl").write_text("\n".join([r.to_json() for r in rows[250:]] + ["{bad"]) + "\n")
+    builder = OrcaRecords(config="openorca", data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    held_out = {r.response for r in rows if is_validation(r.id)}
+    assert 0 < len(held_out) < 20
+    assert builder.info.splits["train"].num_examples + builder.info.splits["validation"].num_examples == 400
+
+    source = FileSet("tfds_test", train="tfds:orca_records/openorca", tfds_data_dir=str(tmp_path / "tfds"))
+    config = DataConfig(sources=(source,), sequence_length=128)
+    train = {r for _, r in decoded_examples(config, "train")}
+    validation = {r for _, r in decoded_examples(config, "validation")}
+    assert validation == held_out and train == {r.response for r in rows} - held_out

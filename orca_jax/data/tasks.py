@@ -52,9 +52,14 @@ class FileSet:
     # Without validation files, this fraction of the train files' records (chosen by a hash of the
     # record id, the same on every run and host) is the validation split and is never trained on.
     holdout_fraction: float = 0.0
+    # `train = "tfds:orca_records/openorca"` reads a data set built by orca_jax.data.tfds_builder
+    # (its own train and validation splits) from this folder.
+    tfds_data_dir: str = ""
 
     def files(self, split: str) -> tuple[str, str]:
         """(files, holdout) for a split: holdout is "" (every record), "drop" or "keep" (the held-out ones)."""
+        if self.train.startswith("tfds:"):
+            return self.train, ""  # the TFDS data set has its own validation split
         if split == "validation" and not self.validation and self.holdout_fraction:
             return self.train, "keep"
         files = getattr(self, split)
@@ -294,10 +299,19 @@ def register_task(
         raise ConfigError(f"FileSet {fs.name}: format {fs.format!r} is not one of {records.FORMATS}")
     if fs.name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(fs.name)
+    if files.startswith("tfds:"):
+        from orca_jax.data import tfds_builder  # noqa: F401  (registers the builder with TFDS)
+
+        name = files[len("tfds:") :]
+        source = seqio.TfdsDataSource(name if ":" in name else f"{name}:1.0.0", tfds_data_dir=fs.tfds_data_dir or None)
+        from_tfds = [seqio.map_over_dataset(lambda ex: {**ex, "reject": tf.constant(0, tf.int32)})]
+    else:
+        source, from_tfds = file_source(files, fs.format, split), []
     return seqio.TaskRegistry.add(
         fs.name,
-        source=file_source(files, fs.format, split),
+        source=source,
         preprocessors=[
+            *from_tfds,
             *([holdout_filter(fs.holdout_fraction, keep=holdout == "keep")] if holdout else []),
             assign_system_message(config, messages),
             tokenize_with_roles(template, config.overlong),
