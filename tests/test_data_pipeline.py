@@ -249,3 +249,25 @@ def test_tfds_builder_splits_by_id_hash_and_feeds_the_pipeline(tmp_path):
     train = {r for _, r in decoded_examples(config, "train")}
     validation = {r for _, r in decoded_examples(config, "validation")}
     assert validation == held_out and train == {r.response for r in rows} - held_out
+
+
+def test_orca_data_stats_and_validate(tmp_path, capsys):
+    from orca_jax.data.cli import main
+
+    path = tmp_path / "r.jsonl"
+    records.write_jsonl(str(path), RECORDS)
+    main(["stats", "--input", str(path), "--vocab", "byte", "--seq_len", "128", "--json",
+          "--histogram", str(tmp_path / "h.png")])  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["records"] == 40 and report["rows"] > 0
+    assert report["examples_per_row"] == pytest.approx(40 / report["rows"], abs=1e-3)
+    assert 0 < report["non_pad_fraction"] <= 1 and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+    main(["validate", str(path)])
+    assert "40 valid, 0 rejected" in capsys.readouterr().out
+    with open(path, "a") as f:
+        f.write('{"id": 3}\n')
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(path), "--rejects", str(tmp_path / "rejects.jsonl")])
+    assert e.value.code == 2
+    assert "40 valid, 1 rejected" in capsys.readouterr().out
+    assert json.loads((tmp_path / "rejects.jsonl").read_text())["where"].endswith("r.jsonl:41")
