@@ -409,6 +409,8 @@ def host_batches(
     mode = config.packing if pack else "none"
     ds = packing.pack_dataset(ds, config.sequence_length, mode=mode, window=config.pack_window, bos_id=vocab.bos_id,
                               num_reasons=len(REJECT_REASONS))  # fmt: skip
+    if shuffle:  # best-fit emits a window's rows longest first: mix them, or batches group by length
+        ds = ds.shuffle(config.pack_window, seed=None if seed is None else seed + 1)
     ds = ds.batch(rows, drop_remainder=num_epochs is None).prefetch(2)
     options = tf.data.Options()
     # The readers and the packer run Python through numpy_function; they keep no state between
