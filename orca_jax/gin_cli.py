@@ -29,15 +29,20 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def configure(prog: str, description: str, configurables: dict[str, Callable], argv: Sequence[str] | None):
-    """The binaries' common start: parse flags, register the configurables, parse gin. Returns the
-    gin-wrapped configurables (with `path_join` added, for gin files that build paths)."""
+    """The binaries' common start: parse flags, register the configurables, parse gin, and join the
+    other hosts (multi-host). Returns the gin-wrapped configurables (with `path_join` added, for gin
+    files that build paths)."""
+    from orca_jax.parallel import distributed
+
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_gin_flags(parser)
+    distributed.add_flags(parser)
     args, bindings = parse_flags(parser, sys.argv[1:] if argv is None else argv)
     registry = register({**configurables, "path_join": path_join})
     parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    distributed.initialize(args)
     return registry
 
 

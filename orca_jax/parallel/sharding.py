@@ -51,13 +51,28 @@ LOGICAL_AXIS_RULES = (
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """Sizes of the mesh axes; one of them may be -1, meaning all devices left over."""
+    """Sizes of the mesh axes within a slice (ICI), one of which may be -1 (all devices left over),
+    and across slices (DCN; multi-slice TPU jobs). The mesh axis sizes are the products."""
 
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
+    dcn_tensor: int = 1
+
+    @property
+    def dcn_shape(self) -> tuple[int, int, int]:
+        return (self.dcn_data, self.dcn_fsdp, self.dcn_tensor)
 
     def shape(self, num_devices: int) -> tuple[int, int, int]:
+        """Per-slice (ICI) axis sizes for `num_devices` devices in all slices."""
+        if any(s < 1 for s in self.dcn_shape):
+            raise ConfigError(f"MeshConfig dcn sizes {self.dcn_shape}: must be positive")
+        slices = math.prod(self.dcn_shape)
+        if num_devices % slices:
+            raise ConfigError(f"MeshConfig: {num_devices} devices do not split into {slices} slices")
+        num_devices //= slices
         sizes = [self.data, self.fsdp, self.tensor]
         if sizes.count(-1) > 1:
             raise ConfigError(f"MeshConfig {sizes}: at most one axis may be -1")
@@ -75,11 +90,14 @@ class MeshConfig:
 
 def make_mesh(config: MeshConfig, devices: list | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
-    shape = config.shape(len(devices))
-    try:
-        grid = mesh_utils.create_device_mesh(shape, devices)
-    except (AssertionError, NotImplementedError, ValueError):
-        grid = np.array(devices).reshape(shape)  # no physical-topology layout for these devices
+    ici = config.shape(len(devices))
+    if math.prod(config.dcn_shape) > 1:  # several slices: DCN-aware placement
+        grid = mesh_utils.create_hybrid_device_mesh(ici, config.dcn_shape, devices)
+    else:
+        try:
+            grid = mesh_utils.create_device_mesh(ici, devices)
+        except (AssertionError, NotImplementedError, ValueError):
+            grid = np.array(devices).reshape(ici)  # no physical-topology layout for these devices
     return Mesh(grid, MESH_AXES)  # Auto axis types, so logical sharding constraints apply
 
 

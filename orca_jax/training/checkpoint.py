@@ -31,16 +31,18 @@ def _abstract(tree, shardings):
 
 
 class Checkpoints:
-    """Saves every `save_every` steps (and when forced), keeps the newest `keep`, restores by step."""
+    """Keeps the newest `keep` checkpoints (all when None) plus every step that is a multiple of
+    `keep_every`; restores by step."""
 
-    def __init__(self, directory: str, *, save_every: int = 1, keep: int | None = None, create: bool = True):
+    def __init__(self, directory: str, *, keep: int | None = None, keep_every: int | None = None, create: bool = True):
         self.directory = directory
-        self.save_every = save_every
         if not create and not os.path.isdir(directory):
             raise CheckpointError(f"{directory}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
         self._manager = ocp.CheckpointManager(
             directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=True),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, keep_period=keep_every, create=create, enable_async_checkpointing=True
+            ),
             item_names=ITEMS,
         )
 
@@ -61,11 +63,8 @@ class Checkpoints:
             raise CheckpointError(f"{self.directory}: no checkpoint at step {step} (there are {steps})")
         return step
 
-    def save(self, step: int, state, meta: dict[str, Any], *, force: bool = False) -> bool:
-        """Starts an asynchronous save when `step` is a multiple of `save_every` or `force`; returns
-        whether it did."""
-        if not force and step % self.save_every:
-            return False
+    def save(self, step: int, state, meta: dict[str, Any]) -> bool:
+        """Starts an asynchronous save of the train state at `step`."""
         return self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -73,7 +72,7 @@ class Checkpoints:
                 opt_state=ocp.args.StandardSave(state.opt_state),
                 meta=ocp.args.JsonSave({**meta, "step": step}),
             ),
-            force=True,  # the interval is decided above
+            force=True,  # the trainer decides when to save
         )
 
     def save_params(self, step: int, params, meta: dict[str, Any]) -> None:

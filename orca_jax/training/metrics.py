@@ -57,13 +57,24 @@ class MetricsLogger:
         shown = " | ".join(_format(k, v) for k, v in metrics.items() if k in _SHOWN)
         print(f"step {step}/{self.total_steps} | {shown} | ETA {format_duration(eta)}", flush=True)
 
+    def write_validation(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.primary:
+            return
+        with self._writer.as_default(step=step):
+            for name, value in metrics.items():
+                tf.summary.scalar(name, value)
+        self._writer.flush()
+        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._jsonl.flush()
+        print(f"step {step}/{self.total_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+
     def close(self) -> None:
         if self.primary:
             self._writer.close()
             self._jsonl.close()
 
 
-_SHOWN = ("loss", "accuracy", "learning_rate", "grad_norm", "tokens_per_sec", "step_time")
+_SHOWN = ("loss", "accuracy", "learning_rate", "grad_norm", "tokens_per_sec", "step_time", "mfu")
 
 
 def _format(name: str, value: float) -> str:

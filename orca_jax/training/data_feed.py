@@ -1,0 +1,104 @@
+"""What the trainer reads: this host's rows of every global batch, and where their position is saved.
+
+The training data is split into `data_shards` shards (by default one per host). Host p reads the
+shards p*k ... p*k + k - 1 (k = shards / hosts) and puts their rows one after the other, so a
+global batch is shard 0's rows, then shard 1's, ...: the same batches on 1 host or on 16, as long as
+the number of shards stays the same. Each shard's position (shuffle buffers included) is saved
+next to every checkpoint, in MODEL_DIR/data_state/<step>/shard_<j>-of-<n>/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from orca_jax.data.tasks import DataConfig, host_batches, validate_files
+from orca_jax.errors import CheckpointError, ConfigError, DataError
+
+
+class DataFeed:
+    def __init__(self, config: DataConfig, rows_per_host: int, *, seed: int, data_shards: int = 0):
+        hosts, host = jax.process_count(), jax.process_index()
+        self.shards = data_shards or hosts
+        if self.shards % hosts:
+            raise ConfigError(f"TrainConfig.data_shards {self.shards} does not divide over {hosts} hosts")
+        per_host = self.shards // hosts
+        if rows_per_host % per_host:
+            raise ConfigError(f"{rows_per_host} rows per host do not divide over {per_host} data shards per host")
+        self.local = list(range(host * per_host, (host + 1) * per_host))
+        self._streams = [
+            host_batches(
+                config,
+                "train",
+                rows_per_host // per_host,
+                shuffle=True,
+                seed=seed,
+                num_epochs=None,
+                shard_index=j,
+                num_shards=self.shards,
+            )  # fmt: skip
+            for j in self.local
+        ]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        parts = [next(s) for s in self._streams]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _path(self, model_dir: str, step: int, shard: int) -> str:
+        return os.path.join(model_dir, "data_state", str(step), f"shard_{shard:05d}-of-{self.shards:05d}", "iterator")
+
+    def save(self, model_dir: str, step: int) -> None:
+        for shard, stream in zip(self.local, self._streams, strict=True):
+            stream.save(self._path(model_dir, step, shard))
+
+    def restore(self, model_dir: str, step: int) -> None:
+        for shard, stream in zip(self.local, self._streams, strict=True):
+            path = self._path(model_dir, step, shard)
+            if not os.path.exists(path + ".index"):
+                saved = os.listdir(os.path.join(model_dir, "data_state", str(step))) if os.path.isdir(
+                    os.path.join(model_dir, "data_state", str(step))) else []  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: no data position for step {step} with {self.shards} data shards (saved: {saved}); "
+                    "resume with the run's TrainConfig.data_shards"
+                )
+            stream.restore(path)
+
+
+def prune_data_states(model_dir: str, keep_steps: list[int]) -> None:
+    """Removes saved data positions of checkpoints Orbax no longer keeps (first host only)."""
+    root = os.path.join(model_dir, "data_state")
+    if jax.process_index() != 0 or not os.path.isdir(root):
+        return
+    for name in os.listdir(root):
+        if name.isdigit() and int(name) not in keep_steps:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def check_data(model_dir: str, config: DataConfig) -> str:
+    """Validates the training records once, at a run's start, on the first host (strict: the first bad
+    record stops every host; skip: MODEL_DIR/rejects.jsonl and data_report.json). A summary line."""
+    message, summary = "", ""
+    if jax.process_index() == 0:
+        try:
+            counts = validate_files(config, "train", os.path.join(model_dir, "rejects.jsonl"))
+            with open(os.path.join(model_dir, "data_report.json"), "w") as f:
+                json.dump({"records": dict(counts), "policy": config.policy}, f, indent=1)
+            bad = {k: v for k, v in counts.items() if k != "ok"}
+            summary = f"{counts['ok']:,} valid records" + (f", skipped {bad} (see rejects.jsonl)" if bad else "")
+        except DataError as e:
+            message = str(e)
+    if jax.process_count() > 1:
+        failed = multihost_utils.broadcast_one_to_all(np.int32(bool(message)))
+        if failed and not message:
+            message = "the data failed validation on host 0 (its log names the record)"
+    if message:
+        raise DataError(message)
+    return summary
