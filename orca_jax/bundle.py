@@ -23,6 +23,7 @@ import seqio
 import tensorflow as tf
 from jax.sharding import Mesh
 
+from orca_jax import paths
 from orca_jax.data.vocab import ID_OFFSET, make_vocabulary
 from orca_jax.errors import CheckpointError
 from orca_jax.model import hf
@@ -61,7 +62,7 @@ def store_vocabulary(spec: str, root: str) -> str:
     if spec in ("byte", ""):
         return spec
     name = TOKENIZER_JSON if spec.endswith(".json") else TOKENIZER_FILE
-    os.makedirs(os.path.join(root, ASSETS), exist_ok=True)
+    tf.io.gfile.makedirs(os.path.join(root, ASSETS))
     target = os.path.join(root, ASSETS, name)
     if os.path.abspath(spec) != os.path.abspath(target):
         tf.io.gfile.copy(spec, target, overwrite=True)
@@ -80,8 +81,8 @@ def is_hf_folder(path: str) -> bool:
 
 def open_run(path: str) -> tuple[str, Checkpoints]:
     """ROOT and its checkpoints, for a MODEL_DIR or the checkpoints folder inside one."""
-    path = os.path.abspath(path)
-    if os.path.isdir(checkpoints_dir(path)):
+    path = paths.absolute(path)
+    if tf.io.gfile.isdir(checkpoints_dir(path)):
         return path, Checkpoints(checkpoints_dir(path), create=False)
     if os.path.basename(path) == "checkpoints":
         return os.path.dirname(path), Checkpoints(path, create=False)

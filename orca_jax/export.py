@@ -74,7 +74,8 @@ def export_hf(model_bundle, out: str, dtype, dtype_name: str, max_shard_bytes: i
     # Read back: the config maps to the same model, and every tensor is what was meant to be written.
     written = hf.config_from_hf(json.load(open(os.path.join(out, "config.json"))), f"{out}/config.json")
     runtime = ("param_dtype", "dtype", "remat", "attention")
-    unshifted = dataclasses.replace(cfg, vocab_size=cfg.vocab_size - cfg.id_offset, id_offset=0)
+    unshifted = dataclasses.replace(cfg, vocab_size=cfg.vocab_size - cfg.id_offset, id_offset=0).resolved()
+    written = written.resolved()
     for field, value in unshifted.to_dict().items():
         if field not in runtime and getattr(written, field) != value:
             raise CheckpointError(

@@ -168,10 +168,12 @@ def _one_line(e: BaseException) -> str:
 
 def write_config(directory: str, filename: str = "config.gin") -> str:
     """Writes the resolved gin config (every binding in effect) into `directory`."""
-    if os.path.exists(directory) and not os.path.isdir(directory):
+    import tensorflow as tf
+
+    from orca_jax import paths
+
+    if tf.io.gfile.exists(directory) and not tf.io.gfile.isdir(directory):
         raise ConfigError(f"{directory} exists and is not a folder")
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, filename)
-    with open(path, "w") as f:
-        f.write(f"# Written by: {' '.join(sys.argv)}\n\n{gin.config_str()}")
+    paths.write_text(path, f"# Written by: {' '.join(sys.argv)}\n\n{gin.config_str()}")
     return path

@@ -43,8 +43,8 @@ def load_data_config(name, macros):
         {"DataConfig": DataConfig, "FileSet": FileSet, "path_join": gin_cli.path_join, "data_of": data}
     )["data_of"]
     gin.clear_config()
-    gin.parse_config([f"{k} = {gin_cli.gin_value(str(v))}" for k, v in macros.items()])
     gin.parse_config_file(os.path.join(gin_cli.CONFIGS_DIR, "data", f"{name}.gin"))
+    gin.parse_config([f"{k} = {gin_cli.gin_value(str(v))}" for k, v in macros.items()])
     gin.parse_config("data_of.config = %DATA")
     config = configured()
     gin.clear_config()

@@ -17,7 +17,7 @@ import time
 
 import jax
 
-from orca_jax import bundle
+from orca_jax import bundle, paths
 from orca_jax.data.tasks import DataConfig, FileSet, host_batches
 from orca_jax.data.templates import get_template
 from orca_jax.evaluation import answers
@@ -140,10 +140,7 @@ def evaluate(
 
 
 def write_outputs(out_dir: str, step: int, metrics: dict[str, float], inferences: list[dict]) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"metrics_step_{step}.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    paths.write_text(os.path.join(out_dir, f"metrics_step_{step}.json"), json.dumps(metrics, indent=1))
     if inferences:
-        with open(os.path.join(out_dir, f"inferences_step_{step}.jsonl"), "w", encoding="utf-8") as f:
-            for row in inferences:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in inferences)
+        paths.write_text(os.path.join(out_dir, f"inferences_step_{step}.jsonl"), lines)

@@ -81,6 +81,10 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self) -> ModelConfig:
+        """The same model with its defaults (0 = derived) spelled out, for comparing configs."""
+        return dataclasses.replace(self, num_kv_heads=self.kv_heads, head_dim=self.head_size)
+
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}

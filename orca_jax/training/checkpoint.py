@@ -16,14 +16,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
+from orca_jax import paths
 from orca_jax.errors import CheckpointError
 
 ITEMS = ("params", "opt_state", "meta")
 
 
 def checkpoints_dir(model_dir: str) -> str:
-    return os.path.join(os.path.abspath(model_dir), "checkpoints")
+    return os.path.join(paths.absolute(model_dir), "checkpoints")
 
 
 def _abstract(tree, shardings):
@@ -36,7 +38,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, *, keep: int | None = None, keep_every: int | None = None, create: bool = True):
         self.directory = directory
-        if not create and not os.path.isdir(directory):
+        if not create and not tf.io.gfile.isdir(directory):
             raise CheckpointError(f"{directory}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
         self._manager = ocp.CheckpointManager(
             directory,

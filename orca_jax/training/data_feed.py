@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
+import tensorflow as tf
 from jax.experimental import multihost_utils
 
+from orca_jax import paths
 from orca_jax.data.tasks import DataConfig, host_batches, validate_files
 from orca_jax.errors import CheckpointError, ConfigError, DataError
 
@@ -62,9 +63,9 @@ class DataFeed:
     def restore(self, model_dir: str, step: int) -> None:
         for shard, stream in zip(self.local, self._streams, strict=True):
             path = self._path(model_dir, step, shard)
-            if not os.path.exists(path + ".index"):
-                saved = os.listdir(os.path.join(model_dir, "data_state", str(step))) if os.path.isdir(
-                    os.path.join(model_dir, "data_state", str(step))) else []  # fmt: skip
+            if not tf.io.gfile.exists(path + ".index"):
+                folder = os.path.join(model_dir, "data_state", str(step))
+                saved = tf.io.gfile.listdir(folder) if tf.io.gfile.isdir(folder) else []
                 raise CheckpointError(
                     f"{path}: no data position for step {step} with {self.shards} data shards (saved: {saved}); "
                     "resume with the run's TrainConfig.data_shards"
@@ -75,11 +76,12 @@ class DataFeed:
 def prune_data_states(model_dir: str, keep_steps: list[int]) -> None:
     """Removes saved data positions of checkpoints Orbax no longer keeps (first host only)."""
     root = os.path.join(model_dir, "data_state")
-    if jax.process_index() != 0 or not os.path.isdir(root):
+    if jax.process_index() != 0 or not tf.io.gfile.isdir(root):
         return
-    for name in os.listdir(root):
+    for name in tf.io.gfile.listdir(root):
+        name = name.rstrip("/")
         if name.isdigit() and int(name) not in keep_steps:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            tf.io.gfile.rmtree(os.path.join(root, name))
 
 
 def check_data(model_dir: str, config: DataConfig) -> str:
@@ -89,8 +91,8 @@ def check_data(model_dir: str, config: DataConfig) -> str:
     if jax.process_index() == 0:
         try:
             counts = validate_files(config, "train", os.path.join(model_dir, "rejects.jsonl"))
-            with open(os.path.join(model_dir, "data_report.json"), "w") as f:
-                json.dump({"records": dict(counts), "policy": config.policy}, f, indent=1)
+            report = {"records": dict(counts), "policy": config.policy}
+            paths.write_text(os.path.join(model_dir, "data_report.json"), json.dumps(report, indent=1))
             bad = {k: v for k, v in counts.items() if k != "ok"}
             summary = f"{counts['ok']:,} valid records" + (f", skipped {bad} (see rejects.jsonl)" if bad else "")
         except DataError as e:

@@ -34,12 +34,12 @@ class MetricsLogger:
             self._writer = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard", "train"))
             path = os.path.join(model_dir, "metrics.jsonl")
             kept = []
-            if os.path.exists(path):
-                with open(path) as f:
+            if tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path) as f:
                     kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
-            with open(path, "w") as f:
-                f.writelines(kept)
-            self._jsonl = open(path, "a")
+            # Rewritten, not appended: object stores (gs://) have no append.
+            self._jsonl = tf.io.gfile.GFile(path, "w")
+            self._jsonl.write("".join(kept))
 
     def write(self, step: int, metrics: dict[str, float], steps_since_last: int) -> None:
         """Records `metrics` at `step`; `steps_since_last` steps ran since the previous call (for the ETA)."""

@@ -19,7 +19,6 @@ step and ends the run cleanly.
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import time
 
@@ -27,7 +26,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from orca_jax import bundle
+from orca_jax import bundle, paths
 from orca_jax.data.tasks import REJECT_REASONS, DataConfig, host_batches, rejected_counts
 from orca_jax.errors import ConfigError, UserError
 from orca_jax.model.config import DTYPES, ModelConfig
@@ -77,6 +76,7 @@ RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention")
 
 
 def check_same_model(run: ModelConfig, source: ModelConfig, where: str) -> None:
+    run, source = run.resolved(), source.resolved()
     differ = [
         f"{f}: run {getattr(run, f)!r}, checkpoint {getattr(source, f)!r}"
         for f in run.to_dict()
@@ -151,7 +151,7 @@ def train(
         "vocabulary": bundle.store_vocabulary(data_config.vocabulary, model_dir),
         "template": data_config.template,
         "added_tokens": list(data_config.added_tokens),
-        "source": {"init_from": os.path.abspath(init_from) if init_from else ""},
+        "source": {"init_from": paths.absolute(init_from) if init_from else ""},
     }
     rejected = np.zeros(len(REJECT_REASONS), np.int64)  # records the pipeline dropped, per reason
 
@@ -248,7 +248,7 @@ def start_from(init_from, init_optimizer, model_config, tx, boxed, shardings, me
     the source recorded in every checkpoint's meta."""
     source = bundle.load(init_from, mesh)
     check_same_model(model_config, source.config, init_from)
-    record = {"init_from": os.path.abspath(init_from), "step": source.step, "optimizer": init_optimizer}
+    record = {"init_from": paths.absolute(init_from), "step": source.step, "optimizer": init_optimizer}
     if not init_optimizer:
         print(f"starting from the parameters in {init_from} (step {source.step}), fresh optimizer", flush=True)
         return step_lib.state_from_params(tx, source.params, shardings, DTYPES[model_config.param_dtype]), record
