@@ -2,7 +2,7 @@
 token (no cache), and transformers' `generate` (torch, CPU) on the same weights, in one run.
 
     python benchmarks/decode.py                      # bench_small: vocab 32000, d 512, MLP 1376, 8 layers
-    python benchmarks/decode.py --batch_size 8
+    python benchmarks/decode.py --batch_size 16
 
 Prints one JSON line per implementation. Every implementation produces exactly `--new_tokens` tokens
 per row (no early stop), after one warm-up call that compiles; tokens/s counts generated tokens.
@@ -95,6 +95,7 @@ def main() -> None:
             "params": cfg.num_params(), "batch_size": b, "prompt_tokens": args.prompt_tokens, "new_tokens": n,
             "seconds": round(seconds, 3), "tokens_per_sec": round(b * n / seconds, 1),
             "same_tokens_as_transformers": results[name][1] == results["transformers_generate"][1],
+            "ratio_vs_transformers": round(results["transformers_generate"][0] / seconds, 3),
         }))  # fmt: skip
     if not same:
         raise SystemExit("orca_jax's KV-cache decode and transformers disagree on the greedy tokens")

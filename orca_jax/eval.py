@@ -1,39 +1,92 @@
-"""orca-eval: evaluate a checkpoint written by orca-train, configured by gin.
+"""orca-eval: evaluate the checkpoints orca-train writes, configured by gin; or rescore an inferences file.
 
-    orca-eval --gin_file=configs/runs/eval_mini.gin --gin.CHECKPOINT_DIR=/tmp/mini_orca
+    orca-eval --gin_file=configs/runs/eval_bbh_agieval.gin --gin.CHECKPOINT_DIR=gs://bucket/run \\
+              --gin.BBH_DIR=BIG-Bench-Hard/bbh --gin.AGIEVAL_DIR=AGIEval/data/v1
+    orca-eval --gin_file=configs/runs/eval_mini.gin --gin.CHECKPOINT_DIR=/tmp/mini --gin.evaluate.steps="'all'"
+    orca-eval rescore --inferences CHECKPOINT_DIR/eval/inferences_step_800.jsonl [--out metrics.json]
 
-Restores the latest checkpoint (or --gin.evaluate.step=N), reports held-out loss on response tokens
-and exact-match accuracy of greedy answers, and writes them as JSON into CHECKPOINT_DIR/eval/.
+`evaluate.steps`: 'latest' (default), a step number, or 'all' (every checkpoint as training writes
+it, until training marks the run finished). Outputs go to CHECKPOINT_DIR/eval/: metrics_step_<N>.json,
+inferences_step_<N>.jsonl, TensorBoard scalars, and ledger.json (the steps already evaluated).
+`rescore` recomputes answers and metrics from an inferences file's task, target and generation
+keys, with no model: to fix a parser without generating again.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 
 from orca_jax import gin_cli
-from orca_jax.data.tasks import keep_tensorflow_off_accelerators
-from orca_jax.errors import exit_on_user_error
+from orca_jax.errors import DataError, exit_on_user_error
 
 
 def configurables() -> dict:
     from orca_jax.evaluation import evaluator
     from orca_jax.parallel.sharding import MeshConfig
 
-    return {"evaluate": evaluator.evaluate, "MeshConfig": MeshConfig}
+    return {
+        "evaluate": evaluator.evaluate,
+        "Suites": evaluator.Suites,
+        "Generation": evaluator.Generation,
+        "MeshConfig": MeshConfig,
+    }
+
+
+def print_metrics(metrics: dict, header: str) -> None:
+    print(header)
+    width = max(len(k) for k in metrics)
+    for name, value in metrics.items():
+        print(f"  {name:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {name:<{width}}  {value}")
+
+
+def rescore_main(argv: list[str]) -> None:
+    from orca_jax.evaluation.evaluator import rescore
+
+    parser = argparse.ArgumentParser(prog="orca-eval rescore", description="recompute metrics from inferences")
+    parser.add_argument("--inferences", required=True, help="an inferences_step_<N>.jsonl that orca-eval wrote")
+    parser.add_argument("--out", default="", help="also write the metrics here as JSON (a new file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    args = parser.parse_args(argv)
+    if args.out and os.path.exists(args.out) and not args.overwrite:
+        raise DataError(f"{args.out}: exists; choose another --out or pass --overwrite")
+    rows = []
+    try:
+        with open(args.inferences, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{args.inferences}:{number}: not valid JSON ({e.msg})") from None
+    except OSError as e:
+        raise DataError(f"{args.inferences}: cannot read ({e.strerror})") from None
+    if not rows:
+        raise DataError(f"{args.inferences}: no inference rows")
+    metrics, _ = rescore(rows, args.inferences)
+    print_metrics(metrics, f"rescored {len(rows)} generations from {args.inferences}:")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=1)
+        print(f"metrics: {args.out}")
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "rescore":
+        return rescore_main(argv[1:])
+    from orca_jax.data.tasks import keep_tensorflow_off_accelerators
+
     registry = gin_cli.configure("orca-eval", __doc__, configurables(), argv)
     checkpoint_dir = gin_cli.macro_value("CHECKPOINT_DIR")
     keep_tensorflow_off_accelerators()
-    metrics = gin_cli.call_configured(registry["evaluate"], "evaluate")
-    step = int(metrics["step"])
-    width = max(len(k) for k in metrics)
-    print(f"evaluation of {os.path.abspath(checkpoint_dir)} at step {step}:")
-    for name, value in metrics.items():
-        print(f"  {name:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {name:<{width}}  {value}")
-    print(f"metrics: {os.path.join(os.path.abspath(checkpoint_dir), 'eval', f'metrics_step_{step}.json')}", flush=True)
+    results = gin_cli.call_configured(registry["evaluate"], "evaluate")
+    for metrics in results:
+        step = int(metrics["step"])
+        print_metrics(metrics, f"evaluation of {os.path.abspath(checkpoint_dir)} at step {step}:")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,165 @@
-"""Benchmark files: BIG-Bench-Hard's format, `{"examples": [{"input": ..., "target": ...}, ...]}`."""
+"""Benchmark readers, from local folders in the benchmarks' own layouts.
+
+    BIG-Bench Hard   a clone of the BBH repository's `bbh/` folder: `<task>.json` =
+                     {"canary": ..., "examples": [{"input": ..., "target": ...}, ...]}
+                     e.g. input "Today is 9/7. Jane is watching NFL 2003. What is the date...?\\nOptions:\\n
+                     (A) 09/08/1960\\n(B) ...", target "(A)".
+    AGIEval          a clone of the AGIEval repository's `data/v1/` folder: `<task>.jsonl`, one object per
+                     line: passage (string or null), question, options ["(A)...", ...], label "A".
+    your own tasks   any folder of BBH-format files (the mini-Orca held-out sets are written so).
+
+Every example becomes an `Example`: the user message the model is asked (zero-shot, as Orca
+evaluates), the target, the target's form (answers.py), the options when there are any, and the
+start of the reply that the prompt already supplies (AGIEval's "Among A through E, the answer is").
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
+
+import tensorflow as tf
 
 from orca_jax.errors import DataError
+from orca_jax.evaluation import answers
+
+BBH_TASKS = (
+    "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa", "dyck_languages",
+    "formal_fallacies", "geometric_shapes", "hyperbaton", "logical_deduction_five_objects",
+    "logical_deduction_seven_objects", "logical_deduction_three_objects", "movie_recommendation",
+    "multistep_arithmetic_two", "navigate", "object_counting", "penguins_in_a_table",
+    "reasoning_about_colored_objects", "ruin_names", "salient_translation_error_detection", "snarks",
+    "sports_understanding", "temporal_sequences", "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects", "tracking_shuffled_objects_three_objects", "web_of_lies",
+    "word_sorting",
+)  # fmt: skip
+# Orca reports the 23 multiple-choice and short-answer tasks: all but these four.
+BBH_NOT_IN_ORCA = ("dyck_languages", "multistep_arithmetic_two", "object_counting", "word_sorting")
+AGIEVAL_TASKS = (
+    "aqua-rat", "logiqa-en", "lsat-ar", "lsat-lr", "lsat-rc", "sat-math", "sat-en", "sat-en-without-passage",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-    task: str
-    input: str
+    task: str  # "<suite>/<task>", e.g. "bbh/navigate"
+    input: str  # the user message
     target: str
+    form: str  # see answers.py
+    options: tuple[tuple[str, str], ...] = ()  # (letter, text) for multiple-choice tasks
+    reply_prefix: str = ""  # the start of the reply, part of the prompt
+
+    @property
+    def suite(self) -> str:
+        return self.task.split("/", 1)[0]
 
 
-def read_bbh_file(path: str) -> list[Example]:
+def read_bbh_file(path: str, suite: str = "bbh") -> list[Example]:
     """The examples of one BBH-format file; the task is named after the file."""
-    task = os.path.splitext(os.path.basename(path))[0]
+    name = os.path.splitext(os.path.basename(path))[0]
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from None
+        with tf.io.gfile.GFile(path) as f:
+            data = json.loads(f.read())
+    except (OSError, tf.errors.OpError) as e:
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
         raise DataError(f'{path}: expected an object with an "examples" list (BIG-Bench-Hard format)')
-    examples = []
-    for i, ex in enumerate(data["examples"]):
+    raw = data["examples"]
+    for i, ex in enumerate(raw):
         if not isinstance(ex, dict) or not isinstance(ex.get("input"), str) or not isinstance(ex.get("target"), str):
             raise DataError(f'{path}: examples[{i}]: needs string fields "input" and "target"')
-        examples.append(Example(task, ex["input"], ex["target"]))
+    if not raw:
+        raise DataError(f"{path}: no examples")
+    form = answers.infer_form([ex["target"] for ex in raw])
+    examples = []
+    for ex in raw:
+        options = tuple(answers.options_in(ex["input"]).items()) if form == "choice" else ()
+        examples.append(Example(f"{suite}/{name}", ex["input"], ex["target"], form, options))
+    return examples
+
+
+def read_task_folder(folder: str, suite: str, tasks: tuple[str, ...] = ()) -> list[Example]:
+    """BBH-format files `<task>.json` in `folder`: the named tasks (each must be there), or all of them."""
+    if not tf.io.gfile.isdir(folder):
+        raise DataError(f"{folder}: no such folder (the {suite} tasks, one <task>.json each)")
+    present = sorted(os.path.splitext(n)[0] for n in tf.io.gfile.listdir(folder) if n.endswith(".json"))
+    missing = [t for t in tasks if t not in present]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(t + '.json' for t in missing)} (of the {suite} tasks)")
+    if not present:
+        raise DataError(f"{folder}: no <task>.json files")
+    examples: list[Example] = []
+    for task in tasks or present:
+        examples += read_bbh_file(os.path.join(folder, task + ".json"), suite)
+    return examples
+
+
+def read_bbh(folder: str, tasks: tuple[str, ...] = BBH_TASKS) -> list[Example]:
+    """BIG-Bench Hard from a clone's `bbh/` folder: by default all 27 tasks, each required."""
+    return read_task_folder(folder, "bbh", tasks)
+
+
+def agieval_prompt(passage: str | None, question: str, options: list[str]) -> tuple[str, str]:
+    """AGIEval's zero-shot English prompt as (user message, start of the reply): the passage, the
+    question and the options, then "Among A through <last option>, the answer is"."""
+    last = answers.OPTION_LETTERS[len(options) - 1]
+    head = f"{passage.strip()}\n" if passage else ""
+    return f"{head}Q: {question.strip()} Answer Choices: {' '.join(o.strip() for o in options)}", (
+        f"Among A through {last}, the answer is"
+    )
+
+
+def read_agieval_task(path: str, task: str) -> list[Example]:
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            lines = f.read().splitlines()
+    except (OSError, tf.errors.OpError) as e:
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    examples = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        options, label, question = obj.get("options"), obj.get("label"), obj.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{where}: question: missing or empty")
+        if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
+            raise DataError(f'{where}: options: expected a list of strings like "(A)..."')
+        letters = [_option_letter(o) for o in options]
+        if None in letters:
+            raise DataError(f'{where}: options: each must start with its letter, like "(A)"')
+        if not isinstance(label, str) or label not in letters:
+            raise DataError(f"{where}: label: {label!r} is not one of the option letters {letters}")
+        passage = obj.get("passage")
+        user, reply_prefix = agieval_prompt(passage if isinstance(passage, str) else None, question, options)
+        pairs = tuple((letter, re.sub(r"^\s*\([A-J]\)\s*", "", o)) for letter, o in zip(letters, options, strict=True))
+        examples.append(Example(f"agieval/{task}", user, label, "letter", pairs, reply_prefix))
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
+
+
+def read_agieval(folder: str, tasks: tuple[str, ...] = AGIEVAL_TASKS) -> list[Example]:
+    """AGIEval from a clone's `data/v1/` folder: by default the 8 English multiple-choice tasks."""
+    if not tf.io.gfile.isdir(folder):
+        raise DataError(f"{folder}: no such folder (AGIEval's data/v1, one <task>.jsonl each)")
+    missing = [t for t in tasks if not tf.io.gfile.exists(os.path.join(folder, t + ".jsonl"))]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(t + '.jsonl' for t in missing)} (of the AGIEval tasks)")
+    examples: list[Example] = []
+    for task in tasks:
+        examples += read_agieval_task(os.path.join(folder, task + ".jsonl"), task)
+    return examples
+
+
+def _option_letter(option: str) -> str | None:
+    match = re.match(r"\s*\(([A-J])\)", option)
+    return match.group(1) if match else None

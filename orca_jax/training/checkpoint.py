@@ -4,12 +4,15 @@ Layout: `MODEL_DIR/checkpoints/<step>/` with three items:
     params     the parameters (what eval and export restore)
     opt_state  the optimizer state (what resuming training also restores)
     meta       JSON: the step, the model config, the data config (vocabulary, template, row length)
+When a run has taken its last step, `MODEL_DIR/training_finished.json` says so (with that step):
+an evaluator that follows the run (`orca-eval` with steps='all') stops once it has evaluated it.
 Orbax writes a step into a temporary folder and renames it when complete, so a run killed mid-save
 leaves no half-written step behind that `latest_step` would pick up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -26,6 +29,29 @@ ITEMS = ("params", "opt_state", "meta")
 
 def checkpoints_dir(model_dir: str) -> str:
     return os.path.join(paths.absolute(model_dir), "checkpoints")
+
+
+FINISHED_FILE = "training_finished.json"
+
+
+def mark_finished(model_dir: str, step: int) -> None:
+    paths.write_text(os.path.join(paths.absolute(model_dir), FINISHED_FILE), json.dumps({"step": step}) + "\n")
+
+
+def clear_finished(model_dir: str) -> None:
+    """A run that starts (or resumes with more steps) is not finished until it says so again."""
+    path = os.path.join(paths.absolute(model_dir), FINISHED_FILE)
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
+def finished_step(model_dir: str) -> int | None:
+    """The final step of a run that has finished, else None."""
+    path = os.path.join(paths.absolute(model_dir), FINISHED_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return int(json.loads(f.read())["step"])
 
 
 def _abstract(tree, shardings):
