@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install replicate
 
 install: $(STAMP)
 
@@ -18,18 +18,24 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	@if [ -f $(DEMO_DIR)/data/train.jsonl ]; then echo "reusing data in $(DEMO_DIR)/data"; \
+	@if [ -f $(DEMO_DIR)/data/manifest.json ]; then echo "reusing data in $(DEMO_DIR)/data"; \
 	else $(BIN)/orca-data generate-mini --out $(DEMO_DIR)/data; fi
 	$(BIN)/orca-train --gin_file=configs/runs/mini_orca.gin --gin.MODEL_DIR=$(DEMO_DIR)/model --gin.DATA_DIR=$(DEMO_DIR)/data
 	$(BIN)/orca-eval --gin_file=configs/runs/eval_mini.gin --gin.CHECKPOINT_DIR=$(DEMO_DIR)/model --gin.DATA_DIR=$(DEMO_DIR)/data
 	@echo
 	@echo "Where everything went:"
-	@echo "  data          $(DEMO_DIR)/data/{train,heldout}.jsonl, heldout_bbh.json"
+	@echo "  data          $(DEMO_DIR)/data/train_{strong,intermediate,answer_only}.jsonl, heldout.jsonl, bbh/, bbh_hard/, manifest.json"
 	@echo "  config        $(DEMO_DIR)/model/config.gin"
 	@echo "  checkpoints   $(DEMO_DIR)/model/checkpoints/"
 	@echo "  metrics       $(DEMO_DIR)/model/metrics.jsonl, TensorBoard: tensorboard --logdir $(DEMO_DIR)/model/tensorboard"
 	@echo "  evaluation    $(DEMO_DIR)/model/eval/ (metrics JSON, one line per question in inferences JSONL)"
 	@echo "Run 'make demo' again to resume and re-evaluate; delete $(DEMO_DIR)/ to start over."
+	@echo "Explanations against answers alone, over 3 seeds: make replicate (see the README for its cost)."
+
+# The mini-Orca study: three students (answer-only, explanations, progressive) x 3 seeds, trained and
+# evaluated with the binaries; writes results/mini_orca.{md,json,png}. Long: see the README.
+replicate: $(STAMP)
+	$(BIN)/python -m orca_jax.replicate --seeds 0,1,2 --work replicate_runs --results results
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

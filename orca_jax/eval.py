@@ -36,9 +36,27 @@ def configurables() -> dict:
 
 
 def print_metrics(metrics: dict, header: str) -> None:
+    """A table per suite (task, accuracy, parsed, examples), then the other metrics."""
     print(header)
-    width = max(len(k) for k in metrics)
+    tasks: dict[str, dict[str, dict[str, float]]] = {}
+    rest = {}
     for name, value in metrics.items():
+        parts = name.split("/")
+        if len(parts) == 3 and parts[2] in ("accuracy", "parsed", "examples", "rank_accuracy"):
+            tasks.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
+        else:
+            rest[name] = value
+    for suite, rows in tasks.items():
+        width = max(len(t) for t in [*rows, "average", "task"])
+        print(f"  {suite:<{width}}  accuracy  parsed  examples")
+        for task, row in rows.items():
+            accuracy = f"{100 * row['accuracy']:7.1f}%" if "accuracy" in row else f"{'-':>8}"
+            parsed = f"{100 * row['parsed']:5.0f}%" if "parsed" in row else f"{'-':>6}"
+            print(f"  {task:<{width}}  {accuracy}  {parsed}  {int(row.get('examples', 0)):>8}")
+        if f"{suite}/average" in rest:
+            print(f"  {'average':<{width}}  {100 * rest.pop(suite + '/average'):7.1f}%")
+    width = max((len(k) for k in rest), default=0)
+    for name, value in rest.items():
         print(f"  {name:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {name:<{width}}  {value}")
 
 

@@ -161,11 +161,11 @@ def test_training_starts_from_an_imported_checkpoint(tmp_path):
     hf_dir, ckpt, run = str(tmp_path / "hf"), str(tmp_path / "ckpt"), str(tmp_path / "run")
     make_hf_model("llama_mha_tied", hf_dir)
     import_main(["--hf_dir", hf_dir, "--out", ckpt])
-    paths = write_mini_orca(str(tmp_path / "data"), num_train=32, num_heldout=4, digits=2, seed=0)
+    paths = write_mini_orca(str(tmp_path / "data"), num_train=32, num_heldout=4, families=["addition"], seed=0)
     imported = bundle.load(ckpt, bundle_mesh := _one_device_mesh())
     config = ModelConfig.from_dict({**imported.config.to_dict(), "dtype": "float32"})
     data = DataConfig(
-        sources=(FileSet("init_from_test", train=paths["train"]),), vocabulary="byte", sequence_length=128
+        sources=(FileSet("init_from_test", train=paths["train_strong"]),), vocabulary="byte", sequence_length=256
     )
     frozen = OptimizerConfig(learning_rate=0.0, warmup_steps=0, weight_decay=0.0)
     train(run, config, data, frozen, MeshConfig(), TrainConfig(num_steps=2, batch_size=8, log_every=1), init_from=ckpt)

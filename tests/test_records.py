@@ -93,19 +93,19 @@ def test_teacher_is_right_on_random_pairs():
 
 
 def test_generate_mini_is_deterministic_and_heldout_is_unseen(tmp_path):
-    p1 = mini_orca.write_mini_orca(str(tmp_path / "a"), num_train=300, num_heldout=40, digits=3, seed=7)
-    p2 = mini_orca.write_mini_orca(str(tmp_path / "b"), num_train=300, num_heldout=40, digits=3, seed=7)
-    p3 = mini_orca.write_mini_orca(str(tmp_path / "c"), num_train=300, num_heldout=40, digits=3, seed=8)
+    p1 = mini_orca.write_mini_orca(str(tmp_path / "a"), num_train=300, num_heldout=40, families=["addition"], seed=7)
+    p2 = mini_orca.write_mini_orca(str(tmp_path / "b"), num_train=300, num_heldout=40, families=["addition"], seed=7)
+    p3 = mini_orca.write_mini_orca(str(tmp_path / "c"), num_train=300, num_heldout=40, families=["addition"], seed=8)
     for name in p1:
         assert open(p1[name]).read() == open(p2[name]).read()
-    assert open(p1["train"]).read() != open(p3["train"]).read()
+    assert open(p1["train_strong"]).read() != open(p3["train_strong"]).read()
 
-    train = records.read_records(p1["train"])
+    train = records.read_records(p1["train_strong"])
     heldout = records.read_records(p1["heldout"])
     assert len(train) == 300 and len(heldout) == 40
     assert not {r.question for r in train} & {r.question for r in heldout}
     assert {r.system_prompt for r in train} <= set(mini_orca.SYSTEM_MESSAGES)
-    bbh = json.load(open(p1["heldout_bbh"]))["examples"]
+    bbh = json.load(open(p1["bbh/addition"]))["examples"]
     assert [ex["input"] for ex in bbh] == [r.question for r in heldout]
     for ex, r in zip(bbh, heldout, strict=True):
         assert r.response.endswith(f"So the answer is {ex['target']}.")

@@ -38,7 +38,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("data") / "mini")
-    write_mini_orca(out, num_train=400, num_heldout=16, digits=3, seed=0)
+    write_mini_orca(out, num_train=400, num_heldout=16, families=["addition"], seed=0)
     return out
 
 
@@ -109,7 +109,7 @@ def test_a_non_finite_step_changes_nothing(devices):
 
 
 def data_config(data_dir, holdout=True):
-    source = FileSet("scale_test", train=f"{data_dir}/train.jsonl",
+    source = FileSet("scale_test", train=f"{data_dir}/train_strong.jsonl",
                      validation=f"{data_dir}/heldout.jsonl" if holdout else "")  # fmt: skip
     return DataConfig(sources=(source,), sequence_length=256)
 

@@ -221,7 +221,8 @@ def evaluate(
 ) -> list[dict[str, float]]:
     """Evaluates the checkpoints of `checkpoint_dir` that `steps` selects (see follow.py): an
     orca_jax run, an export, or a Hugging Face folder. Returns each one's metrics."""
-    examples = suites.read_examples()  # bad benchmark files fail here, before any checkpoint is read
+    follow.checkpoint_steps(checkpoint_dir)  # a folder with no checkpoints fails here, first
+    examples = suites.read_examples()  # bad benchmark files fail here, before any parameters are read
     mesh = sharding.make_mesh(mesh_config)
     out = output_dir or os.path.join(paths.absolute(checkpoint_dir), "eval")
 

@@ -195,9 +195,11 @@ class Decoder(nn.Module):
             head = _param(self, "lm_head", nn.initializers.lecun_normal(), (d, v), ("embed", "vocab"), pdtype)
             logits = x @ head.astype(dtype)
         logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
-        # Padded vocabulary rows, and ids below the offset, are never predicted.
-        ids = jnp.arange(v)
-        logits = jnp.where((ids >= cfg.id_offset) & (ids < cfg.vocab_size), logits, NEG_INF)
+        # Padded vocabulary rows, and ids below the offset, are never predicted. (Decided at trace
+        # time: most models have neither, and the mask costs a pass over the largest activation.)
+        if cfg.id_offset or v != cfg.vocab_size:
+            ids = jnp.arange(v)
+            logits = jnp.where((ids >= cfg.id_offset) & (ids < cfg.vocab_size), logits, NEG_INF)
         if cache is None:
             return logits
         return logits, {**new_layer_caches, "segments": kv_segments}

@@ -1,0 +1,145 @@
+"""Writes a mini-Orca data set: the three teachers' training files, the held-out files, the
+BIG-Bench-Hard-format benchmark files and a manifest (the layout is in the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Sequence
+
+from orca_jax.data.mini_orca.arithmetic import ADDITION, MULTISTEP_ARITHMETIC
+from orca_jax.data.mini_orca.base import Family, Problem
+from orca_jax.data.mini_orca.dates import DATE_ARITHMETIC
+from orca_jax.data.mini_orca.logic import BOOLEAN_EXPRESSIONS
+from orca_jax.data.mini_orca.people import LOGICAL_DEDUCTION, TRACKING_SHUFFLED_OBJECTS
+from orca_jax.data.mini_orca.words import WORD_SORTING
+from orca_jax.data.records import OrcaRecord, write_jsonl
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    MULTISTEP_ARITHMETIC, BOOLEAN_EXPRESSIONS, TRACKING_SHUFFLED_OBJECTS, LOGICAL_DEDUCTION, DATE_ARITHMETIC,
+    WORD_SORTING, ADDITION,
+)}  # fmt: skip
+DEFAULT_FAMILIES = tuple(name for name in FAMILIES if name != "addition")
+TEACHERS = ("strong", "intermediate", "answer_only")
+TEACHER_NOTES = {
+    "strong": "GPT-4-like: every step, ending in 'So the answer is X.'",
+    "intermediate": "ChatGPT-like: skips steps; wrong (one plausible slip carried to a different final answer) "
+    "for exactly round(intermediate_error_rate * num_train) questions of each family",
+    "answer_only": "shallow imitation: exactly 'So the answer is X.' (the closing phrase is kept so that every "
+    "student is parsed alike and the students differ only in the explanation)",
+}
+
+
+def stream(seed: int, family: str, purpose: str) -> random.Random:
+    """An independent random stream per (seed, family, purpose): held-out questions never share draws
+    with training ones, and a family's questions do not depend on which other families are asked for."""
+    return random.Random(f"mini_orca/{seed}/{family}/{purpose}")
+
+
+def draw(family: Family, rng: random.Random, count: int, *, hard: bool, exclude: set[str]) -> list[Problem]:
+    """`count` problems with distinct questions, none in `exclude` (which grows with them)."""
+    problems: list[Problem] = []
+    draws = 0
+    while len(problems) < count:
+        problem = family.make(rng, hard)
+        draws += 1
+        if problem.question not in exclude:
+            exclude.add(problem.question)
+            problems.append(problem)
+        elif draws > 50 * count + 1000:
+            raise ValueError(f"{family.name}: only {len(problems)} distinct questions after {draws} draws; "
+                             f"ask for fewer than {count}")  # fmt: skip
+    return problems
+
+
+def write_mini_orca(
+    out_dir: str,
+    *,
+    num_train: int = 2000,
+    num_heldout: int = 50,
+    num_hard: int | None = None,
+    families: Sequence[str] = DEFAULT_FAMILIES,
+    intermediate_error_rate: float = 0.2,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Writes the data set into `out_dir` and returns {name: path}. Sizes are per family;
+    `num_hard` defaults to `num_heldout`. Everything is a function of the arguments."""
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"unknown families {unknown}; choose from {sorted(FAMILIES)}")
+    if not 0.0 <= intermediate_error_rate <= 1.0:
+        raise ValueError(f"intermediate_error_rate must be in [0, 1], got {intermediate_error_rate}")
+    num_hard = num_heldout if num_hard is None else num_hard
+    families = list(dict.fromkeys(families))
+    train: dict[str, list[OrcaRecord]] = {t: [] for t in TEACHERS}
+    heldout: list[OrcaRecord] = []
+    bbh: dict[str, list[Problem]] = {}
+    bbh_hard: dict[str, list[Problem]] = {}
+    report = {}
+    for name in families:
+        family = FAMILIES[name]
+        seen: set[str] = set()
+        # Held-out questions first, each from its own stream; training questions then skip them.
+        bbh[name] = draw(family, stream(seed, name, "heldout"), num_heldout, hard=False, exclude=seen)
+        bbh_hard[name] = draw(family, stream(seed, name, "hard"), num_hard, hard=True, exclude=seen)
+        problems = draw(family, stream(seed, name, "train"), num_train, hard=False, exclude=seen)
+        wrong = set(stream(seed, name, "errors").sample(range(num_train), round(intermediate_error_rate * num_train)))
+        for i, p in enumerate(problems):
+            record_id = f"mini_orca.{name}.train.{i}"
+            system = family.system_message(record_id, p.question, seed)
+            responses = {"strong": p.strong, "intermediate": p.flawed if i in wrong else p.intermediate,
+                         "answer_only": p.answer_only}  # fmt: skip
+            for teacher in TEACHERS:
+                train[teacher].append(OrcaRecord(record_id, system, p.question, responses[teacher]))
+        for i, p in enumerate(bbh[name]):
+            record_id = f"mini_orca.{name}.heldout.{i}"
+            heldout.append(OrcaRecord(record_id, family.system_message(record_id, p.question, seed), p.question,
+                                      p.strong))  # fmt: skip
+        report[name] = {
+            "mirrors": family.mirrors or "no BIG-Bench-Hard task",
+            "answer": family.answer_form,
+            "train_size": family.sizes[0],
+            "hard_size": family.sizes[1],
+            "train": num_train,
+            "heldout": num_heldout,
+            "hard": num_hard,
+            "intermediate_wrong": len(wrong),
+            "system_message_behaviours": sorted({b for p in problems for b in family.behaviours(p.question)}),
+        }
+
+    # One shuffle for all three files: the same questions and ids in the same order in each, and no
+    # long runs of one family for a finite shuffle buffer to mix.
+    order = list(range(len(train["strong"])))
+    stream(seed, "all", "order").shuffle(order)
+    paths = {f"train_{t}": os.path.join(out_dir, f"train_{t}.jsonl") for t in TEACHERS}
+    paths["heldout"] = os.path.join(out_dir, "heldout.jsonl")
+    for folder in ("bbh", "bbh_hard"):
+        os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+        for name in set(FAMILIES) - set(families):  # an earlier generation's: an evaluation would read it
+            stale = os.path.join(out_dir, folder, f"{name}.json")
+            if os.path.exists(stale):
+                os.remove(stale)
+    for teacher in TEACHERS:
+        write_jsonl(paths[f"train_{teacher}"], [train[teacher][i] for i in order])
+    write_jsonl(paths["heldout"], heldout)
+    for folder, sets in (("bbh", bbh), ("bbh_hard", bbh_hard)):
+        for name, problems in sets.items():
+            paths[f"{folder}/{name}"] = path = os.path.join(out_dir, folder, f"{name}.json")
+            examples = [{"input": p.question, "target": p.target} for p in problems]
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"examples": examples}, f, indent=1, ensure_ascii=False)
+    paths["manifest"] = os.path.join(out_dir, "manifest.json")
+    manifest = {
+        "generator": "orca-data generate-mini (orca_jax.data.mini_orca)",
+        "flags": {"seed": seed, "families": families, "num_train": num_train, "num_heldout": num_heldout,
+                  "num_hard": num_hard, "intermediate_error_rate": intermediate_error_rate},  # fmt: skip
+        "sizes_are": "per family",
+        "teachers": TEACHER_NOTES,
+        "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()},
+        "families": report,
+    }
+    with open(paths["manifest"], "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+    return paths
+
