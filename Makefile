@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TPU_STAMP := $(VENV)/.installed-tpu
 DEMO_DIR ?= demo
 
 .PHONY: demo test lint install replicate
@@ -37,7 +38,12 @@ demo: $(STAMP)
 replicate: $(STAMP)
 	$(BIN)/python -m orca_jax.replicate --seeds 0,1,2 --work replicate_runs --results results
 
-test: $(STAMP)
+# The tests also compile for real TPU topologies on this CPU, through libtpu (the `tpu` extra).
+$(TPU_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,tpu]"
+	touch $(TPU_STAMP)
+
+test: $(TPU_STAMP)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)

@@ -21,12 +21,16 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from orca_jax import bundle, paths
+from orca_jax.data.packing import MODEL_FEATURES
 from orca_jax.data.tasks import REJECT_REASONS, DataConfig, host_batches, rejected_counts
 from orca_jax.errors import ConfigError, UserError
 from orca_jax.model.config import DTYPES, ModelConfig
@@ -35,7 +39,7 @@ from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
 from orca_jax.training import flops
 from orca_jax.training import step as step_lib
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir, clear_finished, mark_finished
 from orca_jax.training.data_feed import DataFeed, check_data, prune_data_states
 from orca_jax.training.metrics import MetricsLogger
 from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -88,6 +92,54 @@ def check_same_model(run: ModelConfig, source: ModelConfig, where: str) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainProgram:
+    """The sharded train step and what it is built from: what `train` runs, and what orca-compile
+    compiles ahead of time for a TPU topology."""
+
+    mesh: Mesh
+    model: Decoder
+    tx: optax.GradientTransformation
+    boxed_state: step_lib.TrainState  # shapes and logical axis names
+    shardings: step_lib.TrainState  # a NamedSharding per leaf
+    train_step: Callable  # jitted: (state, batch) -> (state, metrics)
+    rows_per_host: int
+
+
+def build_train_step(
+    model_config: ModelConfig,
+    optimizer_config: OptimizerConfig,
+    mesh_config: MeshConfig,
+    train_config: TrainConfig,
+    devices: list | None = None,
+) -> TrainProgram:
+    """The mesh over `devices` (default: all of them), the model, the optimizer, the state's
+    shardings and the jitted train step. Nothing is allocated: the state exists only as shapes."""
+    mesh = sharding.make_mesh(mesh_config, devices)
+    rows_per_host = sharding.host_batch_size(train_config.batch_size, mesh)
+    if train_config.batch_size % (train_config.microbatches * mesh.shape["data"] * mesh.shape["fsdp"]):
+        raise ConfigError(f"TrainConfig.batch_size {train_config.batch_size} does not split into "
+                          f"{train_config.microbatches} microbatches over the mesh's batch shards")  # fmt: skip
+    model = Decoder(model_config)
+    tx = make_optimizer(optimizer_config, train_config.num_steps)
+    schedule = learning_rate_schedule(optimizer_config, train_config.num_steps)
+    # Shapes and axis names do not depend on the mesh; outside it, abstract_state's PRNG key stays on
+    # the host even when the mesh's devices are compile-only (orca-compile).
+    boxed = step_lib.abstract_state(model, tx)
+    shardings = sharding.shardings_of(boxed, mesh)
+    train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh, train_config.microbatches)
+    return TrainProgram(mesh, model, tx, boxed, shardings, train_step, rows_per_host)
+
+
+def abstract_batch(batch_size: int, sequence_length: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes, dtypes and shardings of one global batch as the input pipeline delivers it."""
+    spec = sharding.batch_sharding(mesh)
+    batch = {name: jax.ShapeDtypeStruct((batch_size, sequence_length), np.int32, sharding=spec)
+             for name in MODEL_FEATURES}  # fmt: skip
+    batch["rejected"] = jax.ShapeDtypeStruct((batch_size, len(REJECT_REASONS)), np.int32, sharding=spec)
+    return batch
+
+
 class PreemptionWatch:
     """Notes SIGTERM; with several hosts, they agree every `check_every` steps so all stop together."""
 
@@ -127,18 +179,14 @@ def train(
     `init_optimizer` it also takes that run's optimizer state (progressive learning "in full").
     Returns the metrics of the last log step."""
     check_vocabulary(model_config, data_config)
-    mesh = sharding.make_mesh(mesh_config)
-    rows_per_host = sharding.host_batch_size(train_config.batch_size, mesh)
-    if train_config.batch_size % (train_config.microbatches * mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ConfigError(f"TrainConfig.batch_size {train_config.batch_size} does not split into "
-                          f"{train_config.microbatches} microbatches over the mesh's batch shards")  # fmt: skip
-    model = Decoder(model_config)
+    program = build_train_step(model_config, optimizer_config, mesh_config, train_config)
+    mesh, model, tx, rows_per_host = program.mesh, program.model, program.tx, program.rows_per_host
     total = train_config.num_steps
-    tx = make_optimizer(optimizer_config, total)
-    schedule = learning_rate_schedule(optimizer_config, total)
     checkpoints = Checkpoints(checkpoints_dir(model_dir), keep=train_config.keep_checkpoints or None,
                               keep_every=train_config.keep_every or None)  # fmt: skip
     start = checkpoints.latest_step() or 0
+    if start < total and jax.process_index() == 0:
+        clear_finished(model_dir)  # an evaluator following this run waits for its new steps
     # Reading every record once (strict: stop at the first bad one) and building the pipeline both
     # happen before anything is compiled.
     data_summary = "" if start else check_data(model_dir, data_config)
@@ -156,8 +204,7 @@ def train(
     rejected = np.zeros(len(REJECT_REASONS), np.int64)  # records the pipeline dropped, per reason
 
     with sharding.use_mesh(mesh):
-        boxed = step_lib.abstract_state(model, tx)
-        shardings = sharding.shardings_of(boxed, mesh)
+        boxed, shardings = program.boxed_state, program.shardings
         if start:
             print(f"resuming from {checkpoints.directory}/{start}", flush=True)
             state = checkpoints.restore_state(start, sharding.strip_axis_names(boxed), shardings)
@@ -175,7 +222,7 @@ def train(
             + (f" | data: {data_summary}" if data_summary else ""),
             flush=True,
         )
-        train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh, train_config.microbatches)
+        train_step = program.train_step
         eval_step = step_lib.jit_eval_step(model, shardings.params, mesh) if train_config.eval_every else None
         step_flops = flops.flops_per_token(model_config, data_config.sequence_length) * (
             train_config.batch_size * data_config.sequence_length)  # fmt: skip
@@ -236,10 +283,13 @@ def train(
         finally:
             watch.close()
             checkpoints.wait()
+            saved_step = checkpoints.latest_step() or 0
             checkpoints.close()
             logger.close()
     if start >= total:
         print(f"{checkpoints.directory} already holds step {start} >= num_steps {total}: nothing to train", flush=True)
+    elif jax.process_index() == 0 and saved_step >= total:
+        mark_finished(model_dir, total)  # the final checkpoint is on disk (checkpoints.wait above)
     return last
 
 
