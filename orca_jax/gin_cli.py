@@ -88,8 +88,9 @@ def register(configurables: dict[str, Callable]) -> dict[str, Callable]:
     for name, fn in configurables.items():
         try:
             gin.get_configurable(name)
-        except ValueError:  # not registered yet in this process
-            gin.external_configurable(fn, name=name)
+        except ValueError:  # not registered yet in this process (which may have run a binary before)
+            with gin.unlock_config():
+                gin.external_configurable(fn, name=name)
     return {name: gin.get_configurable(name) for name in configurables}
 
 
