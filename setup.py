@@ -55,6 +55,7 @@ setup(
             "orca-data=orca_jax.data.cli:main",
             "orca-import-hf=orca_jax.import_hf:main",
             "orca-export=orca_jax.export:main",
+            "orca-compile=orca_jax.compile:main",
         ]
     },
 )

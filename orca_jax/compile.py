@@ -1,9 +1,9 @@
 """orca-compile: compile orca-train's train step ahead of time for a TPU slice, on a host without TPUs.
 
-    orca-compile --gin_file=configs/runs/orca_stage1.gin --topology=v5p-64
-    orca-compile --gin_file=configs/runs/orca_stage1.gin --topology=v5litepod-256 \\
-        --gin.MeshConfig.tensor=4 --gin.ModelConfig.remat="'full'" --json
-    orca-compile ... --topology=v5p-128 --num_slices=2 --gin.MeshConfig.dcn_data=2
+    orca-compile --gin_file=configs/runs/orca_stage1.gin --topology=v5p-128
+    orca-compile --gin_file=configs/runs/orca_stage1.gin --topology=v5litepod-128 \\
+        --gin.ModelConfig.remat="'full'" --json
+    orca-compile ... --topology=v5p-64 --num_slices=2 --gin.MeshConfig.dcn_data=2 --gin.MeshConfig.tensor=4
 
 It builds the step exactly as orca-train does (trainer.build_train_step: same mesh rules, model,
 optimizer, shardings and jit), on the compile-only devices libtpu describes for the slice, lowers it

@@ -18,6 +18,8 @@ slot. New tokens are written at `cache_index`, and queries attend over all slots
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -219,6 +221,9 @@ def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> dict:
 def init_params(model: Decoder, rng: jax.Array):
     """Fresh parameters, boxed with their logical axis names (nn.LogicallyPartitioned)."""
     tokens = jnp.ones((1, 8), jnp.int32)
+    # The parameters do not depend on the attention implementation, and the splash kernel cannot
+    # trace 8 tokens (its blocks are multiples of 128): initialize through the XLA path.
+    model = Decoder(dataclasses.replace(model.config, attention="xla"))
     return model.init(rng, tokens, tokens, tokens)["params"]
 
 
