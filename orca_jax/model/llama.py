@@ -12,8 +12,8 @@ Every parameter and the main activations carry logical axis names; `orca_jax.par
 maps them onto the (data, fsdp, tensor) mesh with one rules table. Layers are stacked on a leading
 `layers` axis and run with `nn.scan`, so compile time does not grow with depth.
 
-Decoding passes a KV cache: per layer, keys and values for S slots, plus the segment id of each
-slot. New tokens are written at `cache_index`, and queries attend over all slots up to their own.
+Decoding with a KV cache (orca_jax.model.decode) computes the same function from the same
+parameters, one layer at a time; tests hold the two to the same logits.
 """
 
 from __future__ import annotations
@@ -74,16 +74,7 @@ class DecoderLayer(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        positions: Array,
-        q_slots: Array,
-        q_segments: Array,
-        kv_segments: Array,
-        cache_index: Array | None,
-        layer_cache: dict | None,
-    ):
+    def __call__(self, x: Array, positions: Array, segment_ids: Array) -> tuple[Array, None]:
         cfg = self.config
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         d, h, kv, e, f = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size, cfg.mlp_dim
@@ -105,25 +96,13 @@ class DecoderLayer(nn.Module):
         k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, inv_freq)
         v = jnp.einsum("btd,dke->btke", y, wv.astype(dtype))
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
-        if layer_cache is None and cfg.attention == "splash":
-            out, new_cache = attention.splash_attention(q, k, v, q_segments, cfg.sliding_window), None
+        if cfg.attention == "splash":
+            out = attention.splash_attention(q, k, v, segment_ids, cfg.sliding_window)
         else:
-            if layer_cache is None:
-                kv_slots, new_cache = q_slots[0], None
-            else:
-                k = jax.lax.dynamic_update_slice(
-                    layer_cache["k"], k.astype(layer_cache["k"].dtype), (0, cache_index, 0, 0)
-                )
-                v = jax.lax.dynamic_update_slice(
-                    layer_cache["v"], v.astype(layer_cache["v"].dtype), (0, cache_index, 0, 0)
-                )
-                kv_slots, new_cache = jnp.arange(k.shape[1]), {"k": k, "v": v}
-            mask = attention.attention_mask(q_slots, q_segments, kv_slots, kv_segments, cfg.sliding_window)
-            k, v = k.astype(dtype), v.astype(dtype)
-            if layer_cache is None and cfg.attention == "cudnn":
-                out = attention.cudnn_attention(q, k, v, mask)
-            else:  # the KV-cache decode always takes this path
-                out = attention.xla_attention(q, k, v, mask)
+            slots = jnp.arange(x.shape[1])
+            mask = attention.attention_mask(slots[None], segment_ids, slots, segment_ids, cfg.sliding_window)
+            attend = attention.cudnn_attention if cfg.attention == "cudnn" else attention.xla_attention
+            out = attend(q, k, v, mask)
         x = x + jnp.einsum("bthe,hed->btd", out, wo.astype(dtype))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
@@ -136,7 +115,7 @@ class DecoderLayer(nn.Module):
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "act_mlp"))
         x = x + hidden @ w_down.astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        return x, new_cache
+        return x, None  # (carry, per-layer output) for nn.scan
 
 
 REMAT_POLICIES = {
@@ -149,16 +128,8 @@ class Decoder(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(
-        self,
-        tokens: Array,
-        positions: Array,
-        segment_ids: Array,
-        cache: dict | None = None,
-        cache_index: Array | None = None,
-    ):
-        """tokens, positions, segment_ids: [B, T] int32. Returns float32 logits [B, T, V], and the
-        updated cache when one is given (cache_index: the slot of tokens[:, 0])."""
+    def __call__(self, tokens: Array, positions: Array, segment_ids: Array) -> Array:
+        """tokens, positions, segment_ids: [B, T] int32 -> float32 logits [B, T, V]."""
         cfg = self.config
         dtype, pdtype = DTYPES[cfg.dtype], DTYPES[cfg.param_dtype]
         v, d = cfg.padded_vocab_size, cfg.d_model
@@ -168,15 +139,6 @@ class Decoder(nn.Module):
         x = jnp.take(embedding, tokens, axis=0).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
-        t = tokens.shape[1]
-        if cache is None:
-            q_slots = jnp.broadcast_to(jnp.arange(t), tokens.shape)
-            kv_segments, layer_caches = segment_ids, None
-        else:
-            q_slots = jnp.broadcast_to(cache_index + jnp.arange(t), tokens.shape)
-            kv_segments = jax.lax.dynamic_update_slice(cache["segments"], segment_ids, (0, cache_index))
-            layer_caches = {"k": cache["k"], "v": cache["v"]}
-
         block = DecoderLayer
         if cfg.remat != "none":
             block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
@@ -184,38 +146,31 @@ class Decoder(nn.Module):
             block,
             variable_axes={"params": 0},
             split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+            in_axes=(nn.broadcast, nn.broadcast),
             length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(cfg, name="layers")
-        x, new_layer_caches = layers(x, positions, q_slots, segment_ids, kv_segments, cache_index, layer_caches)
+        x, _ = layers(x, positions, segment_ids)
 
-        x = rms_norm(x, _param(self, "final_norm", nn.initializers.ones, (d,), ("norm",), pdtype), cfg.norm_eps, dtype)
+        final_norm = _param(self, "final_norm", nn.initializers.ones, (d,), ("norm",), pdtype)
         if cfg.tie_embeddings:
-            logits = x @ embedding.astype(dtype).T
+            head = embedding.T
         else:
             head = _param(self, "lm_head", nn.initializers.lecun_normal(), (d, v), ("embed", "vocab"), pdtype)
-            logits = x @ head.astype(dtype)
-        logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
-        # Padded vocabulary rows, and ids below the offset, are never predicted. (Decided at trace
-        # time: most models have neither, and the mask costs a pass over the largest activation.)
-        if cfg.id_offset or v != cfg.vocab_size:
-            ids = jnp.arange(v)
-            logits = jnp.where((ids >= cfg.id_offset) & (ids < cfg.vocab_size), logits, NEG_INF)
-        if cache is None:
-            return logits
-        return logits, {**new_layer_caches, "segments": kv_segments}
+        return output_logits(cfg, x, final_norm, head)
 
 
-def init_cache(cfg: ModelConfig, batch_size: int, max_length: int) -> dict:
-    """An empty KV cache for `max_length` slots (keys and values kept in the compute dtype)."""
-    shape = (cfg.num_layers, batch_size, max_length, cfg.kv_heads, cfg.head_size)
+def output_logits(cfg: ModelConfig, x: Array, final_norm: Array, head: Array) -> Array:
+    """The final RMSNorm and the output projection (head: [D, V]) -> float32 logits [B, T, V]."""
     dtype = DTYPES[cfg.dtype]
-    return {
-        "k": jnp.zeros(shape, dtype),
-        "v": jnp.zeros(shape, dtype),
-        "segments": jnp.zeros((batch_size, max_length), jnp.int32),
-    }
+    x = rms_norm(x, final_norm, cfg.norm_eps, dtype)
+    logits = nn.with_logical_constraint((x @ head.astype(dtype)).astype(jnp.float32), ("batch", "length", "act_vocab"))
+    # Padded vocabulary rows, and ids below the offset, are never predicted. (Decided at trace
+    # time: most models have neither, and the mask costs a pass over the largest activation.)
+    if cfg.id_offset or cfg.padded_vocab_size != cfg.vocab_size:
+        ids = jnp.arange(cfg.padded_vocab_size)
+        logits = jnp.where((ids >= cfg.id_offset) & (ids < cfg.vocab_size), logits, NEG_INF)
+    return logits
 
 
 def init_params(model: Decoder, rng: jax.Array):
