@@ -232,23 +232,43 @@ def free_port():
 
 
 @pytest.mark.slow
-def test_two_processes_log_the_losses_of_one(data_dir, tmp_path):
+def test_two_processes_train_and_evaluate_as_one(data_dir, tmp_path):
     one = str(tmp_path / "one")
     mesh = ["--gin.MeshConfig.data=2", "--gin.MeshConfig.fsdp=-1", "--gin.TrainConfig.data_shards=2"]
     run(run_args(one, data_dir, 4, "--gin.TrainConfig.checkpoint_every=4", *mesh), devices=8)
     two = str(tmp_path / "two")
-    port = free_port()
-    cluster = [f"--coordinator_address=localhost:{port}", "--num_processes=2"]
-    processes = [
-        subprocess.Popen(
-            run_args(two, data_dir, 4, "--gin.TrainConfig.checkpoint_every=4", *mesh, *cluster, f"--process_id={i}"),
-            cwd=REPO, env=environment(devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for i in range(2)
-    ]  # fmt: skip
-    for p in processes:
+    for p in two_processes(run_args(two, data_dir, 4, "--gin.TrainConfig.checkpoint_every=4", *mesh)):
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
     got, want = losses(two), losses(one)
     assert [s for s, _ in got] == [s for s, _ in want] == [1, 2, 3, 4]
     np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-5)
+
+    # orca-eval on the two-process checkpoint, in two processes and in one: the same generations and metrics.
+    def eval_args(output_dir):
+        return [sys.executable, "-m", "orca_jax.eval", "--gin_file=configs/runs/eval_mini.gin",
+                f"--gin.CHECKPOINT_DIR={two}", f"--gin.DATA_DIR={data_dir}", f"--gin.evaluate.output_dir={output_dir}",
+                "--gin.Generation.max_new_tokens=24", "--gin.Generation.batch_size=8"]  # fmt: skip
+
+    run(eval_args(str(tmp_path / "eval_one")), devices=8)
+    for p in two_processes(eval_args(str(tmp_path / "eval_two"))):
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    metrics = [json.load(open(tmp_path / d / "metrics_step_4.json")) for d in ("eval_one", "eval_two")]
+    assert metrics[0].keys() == metrics[1].keys() and "mini_orca/average" in metrics[0]
+    for key in metrics[0]:
+        if not key.endswith("seconds"):
+            np.testing.assert_allclose(metrics[1][key], metrics[0][key], rtol=1e-5, err_msg=key)
+    generations = [[json.loads(line)["generation"] for line in open(tmp_path / d / "inferences_step_4.jsonl")]
+                   for d in ("eval_one", "eval_two")]  # fmt: skip
+    assert generations[0] == generations[1] and len(generations[0]) == 32  # 16 questions, 16 harder ones
+
+
+def two_processes(args):
+    """`args` as processes 0 and 1 of one jax.distributed cluster, 4 CPU devices each."""
+    cluster = [f"--coordinator_address=localhost:{free_port()}", "--num_processes=2"]
+    return [
+        subprocess.Popen([*args, *cluster, f"--process_id={i}"], cwd=REPO, env=environment(devices=4),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
