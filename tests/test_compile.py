@@ -118,3 +118,20 @@ def test_xla_estimate_counts_loops_by_their_trip_count():
     assert u2 == u4 == u8 == []
     assert t8 - t4 == pytest.approx(2 * (t4 - t2), rel=0.02) and t8 > 3 * t2  # linear in the trip count
     assert t2 > 2 * 2 * 2048**3 / topology.parse_slice("v5e-4").generation.peak_flops  # not faster than peak
+
+
+@needs_libtpu
+def test_splash_attention_compiles_the_real_kernel_for_tpu(capsys, monkeypatch):
+    """On this CPU host the mesh's devices are TPUs: splash must lower the Mosaic kernel, not the
+    Pallas interpreter that CPU tests use."""
+    from orca_jax.model import attention
+
+    modes = []
+    local = attention._splash_local
+    monkeypatch.setattr(attention, "_splash_local", lambda *a, **k: modes.append(k["interpret"]) or local(*a, **k))
+    splash = ["--gin.ModelConfig.attention='splash'", "--gin.ModelConfig.d_model=256",
+              "--gin.ModelConfig.num_heads=2", "--gin.ModelConfig.num_kv_heads=2", "--gin.ModelConfig.num_layers=1",
+              "--gin.DataConfig.sequence_length=256", "--gin.TrainConfig.batch_size=8"]  # fmt: skip
+    report = compile_json(capsys, "--topology=v5litepod-8", *splash)
+    assert report["fits"] and report["device_kind"] == "TPU v5 lite"
+    assert modes and not any(modes)

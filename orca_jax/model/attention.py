@@ -111,9 +111,12 @@ def _splash_local(q: Array, k: Array, v: Array, segments: Array, *, window: int,
 def splash_attention(q: Array, k: Array, v: Array, segments: Array, window: int = 0) -> Array:
     """Self-attention over packed rows (no KV cache). Under a mesh, each device runs the kernel on
     its own batch rows and heads."""
-    interpret = jax.default_backend() == "cpu"
-    local = functools.partial(_splash_local, window=window, interpret=interpret)
+    # Interpret mode only where the devices are CPUs: the mesh's devices, not the default backend,
+    # so that a step compiled on a CPU host for a TPU topology (orca-compile) gets the real kernel.
     mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    platform = device.platform if device is not None else jax.default_backend()
+    local = functools.partial(_splash_local, window=window, interpret=platform == "cpu")
     if mesh.empty:
         return local(q, k, v, segments)
     heads = P(("data", "fsdp"), None, "tensor", None)
