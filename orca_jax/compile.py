@@ -101,7 +101,7 @@ def unset_required_macros(configurables: dict, files: list[str], argv: list[str]
     bound = {arg[len("--gin.") :].split("=", 1)[0] for arg in argv if arg.startswith("--gin.")}
     return [
         f"--gin.{name}={UNSET}{name}"
-        for name in sorted(gin_cli._macro_names() - bound)
+        for name in sorted(gin_cli.macro_names() - bound)
         if str(gin_cli.macro_value(name)) == "%gin.REQUIRED"
     ]
 

@@ -112,7 +112,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: str =
             gin.parse_config_files_and_bindings(list(files), None, finalize_config=False)
     except (OSError, ValueError, KeyError, SyntaxError) as e:
         raise ConfigError(f"gin: {_one_line(e)}") from None
-    defined_macros = _macro_names()
+    defined_macros = macro_names()
     for line in bindings:
         name = line.split("=", 1)[0].strip()
         if "." not in name and name not in defined_macros:
@@ -136,7 +136,7 @@ def macro_value(name: str):
     return gin.query_parameter(f"{name}/gin.macro.value")
 
 
-def _macro_names() -> set[str]:
+def macro_names() -> set[str]:
     return {name for (name, selector) in gin.config._CONFIG if selector == "gin.macro"}
 
 
