@@ -137,6 +137,7 @@ def macro_value(name: str):
 
 
 def macro_names() -> set[str]:
+    """Every macro the parsed gin files define, bound or left `%gin.REQUIRED`."""
     return {name for (name, selector) in gin.config._CONFIG if selector == "gin.macro"}
 
 
