@@ -48,3 +48,4 @@ test: $(TPU_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orca_jax tests benchmarks
+	$(BIN)/ruff format --check orca_jax tests benchmarks

@@ -162,8 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="orca-replicate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--seeds", default="0,1,2", help="training seeds (parameter init and data order)")
-    p.add_argument("--steps", type=int, default=600,
-                   help="training steps per student, as mini_orca_explain.gin (progressive: split in two)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=600,
+        help="training steps per student, as mini_orca_explain.gin (progressive: split in two)",
+    )
     p.add_argument("--work", default="replicate_runs", help="where the data and the runs go")
     p.add_argument("--results", default="results", help="where mini_orca.{md,json,png} go")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from orca_jax.data import collect
+from orca_jax.data import collect, teacher_client
 from orca_jax.data.cli import main
 from orca_jax.data.mini_orca import addition_question, explain_addition
 from orca_jax.errors import DataError
@@ -276,7 +276,7 @@ def test_rate_limits_pace_the_requests(teacher, tmp_path):
 
 def test_token_bucket_takes_tokens_per_minute():
     stop = threading.Event()
-    limiter = collect.Limiter(rpm=0, tpm=60 * 2000, stop=stop)  # 2,000 tokens a second, holding 2,000
+    limiter = teacher_client.Limiter(rpm=0, tpm=60 * 2000, stop=stop)  # 2,000 tokens a second, holding 2,000
     start = time.monotonic()
     for _ in range(3):
         limiter.acquire(1000)
@@ -286,7 +286,7 @@ def test_token_bucket_takes_tokens_per_minute():
     limiter.acquire(1)
     assert time.monotonic() - start >= 0.45
     stop.set()
-    with pytest.raises(collect.Stopped):
+    with pytest.raises(teacher_client.Stopped):
         limiter.acquire(10**6)
 
 
@@ -302,10 +302,10 @@ def test_bad_queries_and_flags_are_one_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["collect", "--base_url", "ftp://x", "--model", "m", "--in", str(queries), "--out", str(tmp_path / "o")])
     assert e.value.code == 2 and "expected http(s)://" in capsys.readouterr().err
-    assert collect.is_refusal("I’m sorry, but I cannot assist with that.")
-    assert not collect.is_refusal("I'm sorry to hear that. The answer is 4, because 2 + 2 = 4.")
-    assert not collect.is_refusal("As an AI assistant, I will solve this step by step: 2 + 2 = 4.")
-    assert collect.retry_after({"retry-after": "3"}) == 3.0 and collect.retry_after({}) is None
+    assert teacher_client.is_refusal("I’m sorry, but I cannot assist with that.")
+    assert not teacher_client.is_refusal("I'm sorry to hear that. The answer is 4, because 2 + 2 = 4.")
+    assert not teacher_client.is_refusal("As an AI assistant, I will solve this step by step: 2 + 2 = 4.")
+    assert teacher_client.retry_after({"retry-after": "3"}) == 3.0 and teacher_client.retry_after({}) is None
 
 
 def test_stale_keep_alive_connections_cost_no_retry(teacher, tmp_path):

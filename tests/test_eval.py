@@ -227,6 +227,7 @@ def test_ranking_picks_the_likeliest_option(tmp_path, monkeypatch):
 
     from orca_jax.data.templates import get_template
     from orca_jax.data.vocab import ByteVocabulary
+
     monkeypatch.setattr(scoring, "_continuation_logprobs", scripted)
     mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
     chosen = scoring.rank_options(None, None, mesh, ByteVocabulary(), get_template("orca"), [ex, ex],

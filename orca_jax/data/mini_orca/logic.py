@@ -100,6 +100,10 @@ def _flipped(parts: list[bool], which: list[int]) -> list[bool]:
 
 
 BOOLEAN_EXPRESSIONS = Family(
-    "boolean_expressions", make_boolean_expression, "flan", '"True" or "False"', ("3 operands", "5 operands"),
+    "boolean_expressions",
+    make_boolean_expression,
+    "flan",
+    '"True" or "False"',
+    ("3 operands", "5 operands"),
     "boolean_expressions",
 )

@@ -9,13 +9,15 @@ import random
 from orca_jax.data.mini_orca.base import Family, Problem, closing
 
 # Short common words (fewer bytes per row), several for most first letters.
-WORDS = tuple("""
+WORDS = tuple(
+    """
 ant apple arm axe bag bed bell boat box cake cap cat coin cup desk dog door drum duck ear egg elf
 elm eye fan farm fig fish fox game gate gift goat gum hat hen hill horn hut ice ink iron ivy jam jar
 jet jug key kid king kite kiwi lamp leaf lid lion log map mat milk moon mug nail neck nest net nut
 oak oar oil owl ox pan pea pen pig pot quiz quilt rat ring road rose rug sail salt sock sun swan tap
 tea tent toe toy urn van vase vest vine wall web well wig wolf yak yam yarn zoo zip
-""".split())
+""".split()
+)
 
 
 def _insertion(words: list[str]) -> list[str]:

@@ -132,8 +132,14 @@ def write_mini_orca(
     paths["manifest"] = os.path.join(out_dir, "manifest.json")
     manifest = {
         "generator": "orca-data generate-mini (orca_jax.data.mini_orca)",
-        "flags": {"seed": seed, "families": families, "num_train": num_train, "num_heldout": num_heldout,
-                  "num_hard": num_hard, "intermediate_error_rate": intermediate_error_rate},  # fmt: skip
+        "flags": {
+            "seed": seed,
+            "families": families,
+            "num_train": num_train,
+            "num_heldout": num_heldout,
+            "num_hard": num_hard,
+            "intermediate_error_rate": intermediate_error_rate,
+        },  # fmt: skip
         "sizes_are": "per family",
         "teachers": TEACHER_NOTES,
         "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()},
@@ -142,4 +148,3 @@ def write_mini_orca(
     with open(paths["manifest"], "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
     return paths
-
