@@ -1,7 +1,7 @@
 """Attention with a causal, same-segment mask, in three implementations chosen by `ModelConfig.attention`.
 
-    xla     einsums and a softmax; runs everywhere (the CPU default); `cached_attention` is its
-            KV-cache form, which every decode step uses.
+    xla     einsums and a softmax; runs everywhere (the CPU default) and, over the head-major KV
+            cache, serves every decode step.
     splash  the Pallas splash-attention kernel on TPU, which takes segment ids directly and skips
             fully masked blocks. Run through `shard_map` over the mesh (batch split over data and
             fsdp, heads over tensor). On CPU it runs in Pallas interpret mode, which is how the tests
@@ -39,26 +39,18 @@ def attention_mask(q_slots: Array, q_segments: Array, kv_slots: Array, kv_segmen
     return causal & same_segment & (kv_segments[:, None, :] != 0)
 
 
-def xla_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E]."""
-    b, t, h, e = q.shape
-    kv = k.shape[2]
-    q = q.reshape(b, t, kv, h // kv, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k)
-    probs = _masked_softmax(scores, mask, e).astype(v.dtype)
-    return jnp.einsum("bkgts,bske->btkge", probs, v).reshape(b, t, h, e)
+def xla_attention(q: Array, k: Array, v: Array, mask: Array, head_major: bool = False) -> Array:
+    """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E].
 
-
-def cached_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """xla_attention over a head-major KV cache: q [B, T, H, E], k and v [B, K, S, E], mask [B, T, S].
-    With each head's keys contiguous, a decode step's dots need no transpose of the cache (5x faster
-    than the [B, S, K, E] layout at batch 16 on CPU)."""
+    head_major: k and v are [B, K, S, E], the KV cache's layout. With each head's keys contiguous, a
+    decode step's dots need no transpose of the cache (5x faster at batch 16 on CPU)."""
     b, t, h, e = q.shape
-    kv = k.shape[1]
+    kv_spec = "bkse" if head_major else "bske"
+    kv = k.shape[1] if head_major else k.shape[2]
     q = q.reshape(b, t, kv, h // kv, e)
-    scores = jnp.einsum("btkge,bkse->bkgts", q, k)
+    scores = jnp.einsum(f"btkge,{kv_spec}->bkgts", q, k)
     probs = _masked_softmax(scores, mask, e).astype(v.dtype)
-    return jnp.einsum("bkgts,bkse->btkge", probs, v).reshape(b, t, h, e)
+    return jnp.einsum(f"bkgts,{kv_spec}->btkge", probs, v).reshape(b, t, h, e)
 
 
 def _masked_softmax(scores: Array, mask: Array, head_size: int) -> Array:

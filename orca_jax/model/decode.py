@@ -80,7 +80,7 @@ def _layer(cfg: ModelConfig, w: dict, x: jax.Array, positions: jax.Array, mask: 
         return jax.lax.dynamic_update_slice(slots, new, (0, 0, cache_index, 0))
 
     cache = {"k": write(cache["k"], k), "v": write(cache["v"], v)}
-    out = attention.cached_attention(q, cache["k"].astype(dtype), cache["v"].astype(dtype), mask)
+    out = attention.xla_attention(q, cache["k"].astype(dtype), cache["v"].astype(dtype), mask, head_major=True)
     x = x + out.reshape(b, t, h * e) @ w["wo"]
     gate, up = jnp.split(rms_norm(x, w["mlp_norm"], cfg.norm_eps, dtype) @ w["w_gate_up"], 2, axis=-1)
     return x + (jax.nn.silu(gate) * up) @ w["w_down"], cache
