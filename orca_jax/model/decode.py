@@ -11,8 +11,9 @@ path: layers under `nn.scan`, no cache). Once per call, `decode_weights` slices 
 from the stacked tree, casts them to the compute dtype and fuses q/k/v and gate/up into one matrix
 each, so a step runs a few wide matmuls per layer and copies nothing; each layer's cache is its own
 array, updated in place inside the loop. (Through the training scan, every step copied the stacked
-cache and every layer's weights: half the speed at batch 16, BENCHMARKS.md.) The prefill computes logits for the last
-prompt position only. Compile time grows linearly with depth, once per (batch, length) shape.
+cache and every layer's weights: half the speed at batch 16, BENCHMARKS.md.) The prefill computes
+logits for the last prompt position only. Compile time grows linearly with depth, once per (batch,
+length) shape.
 """
 
 from __future__ import annotations
