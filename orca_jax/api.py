@@ -20,7 +20,7 @@ import numpy as np
 
 from orca_jax import bundle
 from orca_jax.data.templates import get_template
-from orca_jax.model.decode import generate
+from orca_jax.model.decode import generate, prepare
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
 
@@ -73,8 +73,9 @@ class LoadedModel:
             token_prompts = [list(map(int, p)) for p in prompts]
             eos = self.bundle.vocabulary().eos_id if self.bundle.vocabulary_spec else 2
         with sharding.use_mesh(self.mesh):
+            model = self.bundle.model
             out = generate(
-                self.bundle.model, self.bundle.params, token_prompts, max_new_tokens=max_new_tokens, eos_id=eos,
+                model, prepare(model, self.bundle.params), token_prompts, max_new_tokens=max_new_tokens, eos_id=eos,
                 mesh=self.mesh, temperature=temperature, top_p=top_p, seed=seed,
             )  # fmt: skip
         if not as_text:

@@ -248,6 +248,8 @@ def test_bad_input_gives_one_clear_error_and_no_metrics(tmp_path, task_dir, caps
         return err
 
     assert "no such folder" in error_of(f"--gin.Suites.task_dirs={{'mine': '{tmp_path / 'nope'}'}}")
+    assert "Generation.max_new_tokens = 0" in error_of(f"--gin.Suites.task_dirs={{'mine': '{task_dir}'}}",
+                                                       "--gin.Generation.max_new_tokens=0")  # fmt: skip
     assert "no checkpoint at step 7" in error_of(f"--gin.Suites.task_dirs={{'mine': '{task_dir}'}}",
                                                  "--gin.evaluate.steps=7")  # fmt: skip
     # A checkpoint whose parameters were half written (files missing) is refused, and no metrics appear.

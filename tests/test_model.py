@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from orca_jax.errors import ConfigError
+from orca_jax.model import decode
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.decode import decode_weights, forward_with_cache, generate, init_cache, left_pad, next_token
 from orca_jax.model.llama import Decoder, abstract_params
@@ -78,6 +79,16 @@ def test_kv_cache_matches_full_forward(model_and_params):
         step, cache = extend(tokens[:, i : i + 1], pos[:, i : i + 1], cache, i)
         pieces.append(step)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+    # A literal index 0 is the prefill path (the prompt attends to itself, not to the empty cache);
+    # with last_only, the last layer runs attention and MLP for the last position alone.
+    prefill = jax.jit(
+        lambda x, p, cache: forward_with_cache(CFG, weights, x, p, jnp.ones_like(x), cache, 0, last_only=True)
+    )
+    last, prefilled = prefill(tokens[:, :7], pos[:, :7], init_cache(CFG, 2, 16))
+    np.testing.assert_allclose(last, full[:, 6:7], atol=1e-5)
+    _, traced = extend(tokens[:, :7], pos[:, :7], init_cache(CFG, 2, 16), 0)
+    for got, want in zip(jax.tree.leaves(prefilled), jax.tree.leaves(traced), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_padded_vocabulary_is_never_predicted(model_and_params):
@@ -110,7 +121,8 @@ def test_greedy_generation_with_cache_equals_generation_without(model_and_params
     prompts = [[1, *rng.integers(4, 260, n).tolist()] for n in (3, 9, 5)]
     eos = 7  # a token the random model emits now and then, so some rows stop early
     with sharding.use_mesh(mesh):
-        got = generate(model, params, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
+        weights = decode.prepare(model, params)
+        got = generate(model, weights, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
     for prompt, out in zip(prompts, got, strict=True):
         assert out == greedy_without_cache(model, params, prompt, 12, eos)
 
@@ -147,7 +159,8 @@ def test_sampled_generation_depends_only_on_the_seed(model_and_params, devices):
     mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=1, tensor=1), devices[:1])
     prompts = [[1, 40, 41, 42], [1, 50]]
     with sharding.use_mesh(mesh):
-        run = lambda seed: generate(model, params, prompts, max_new_tokens=10, eos_id=2, mesh=mesh,  # noqa: E731
+        weights = decode.prepare(model, params)
+        run = lambda seed: generate(model, weights, prompts, max_new_tokens=10, eos_id=2, mesh=mesh,  # noqa: E731
                                     temperature=1.0, top_p=0.9, seed=seed, pad_to=8)  # fmt: skip
         first, again, other = run(0), run(0), run(1)
     assert first == again and first != other
@@ -161,5 +174,6 @@ def test_generation_sharded_on_8_devices_equals_one_device(model_and_params, dev
         mesh = sharding.make_mesh(mesh_config, devs)
         with sharding.use_mesh(mesh):
             placed = jax.device_put(params, sharding.shardings_of(abstract_params(model), mesh))
-            results.append(generate(model, placed, prompts, max_new_tokens=8, eos_id=7, mesh=mesh, pad_to=8))
+            weights = decode.prepare(model, placed)
+            results.append(generate(model, weights, prompts, max_new_tokens=8, eos_id=7, mesh=mesh, pad_to=8))
     assert results[0] == results[1]

@@ -159,6 +159,9 @@ def evaluate_checkpoint(
     outputs and returns the metrics."""
     if generation.scoring not in SCORING:
         raise ConfigError(f"scoring = {generation.scoring!r}; choose one of {SCORING}")
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(generation, name) < 1:
+            raise ConfigError(f"Generation.{name} = {getattr(generation, name)}; it must be at least 1")
     start = time.time()
     with sharding.use_mesh(mesh):
         model_bundle = bundle.load(checkpoint_dir, mesh, step=step)

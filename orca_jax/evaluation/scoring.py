@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 from orca_jax.data.templates import ChatTemplate
 from orca_jax.evaluation import answers
 from orca_jax.evaluation.benchmarks import Example
-from orca_jax.model.decode import generate
+from orca_jax.model.decode import generate, prepare
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.training.metrics import format_duration
@@ -87,11 +87,12 @@ def generate_answers(
     prompts = [prompt_tokens(vocab, template, system_message, ex) for ex in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
     generations: dict[int, str] = {}
+    weights = prepare(model, params)  # once for all batches
     progress = Progress("generating", len(examples))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         outputs = generate(
-            model, params, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens, eos_id=vocab.eos_id,
+            model, weights, [prompts[i] for i in chunk], max_new_tokens=max_new_tokens, eos_id=vocab.eos_id,
             mesh=mesh, temperature=temperature, top_p=top_p, seed=seed + start,
         )  # fmt: skip
         for i, out in zip(chunk, outputs, strict=True):

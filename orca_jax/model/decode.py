@@ -7,13 +7,13 @@ and are never attended to. A row stops at EOS; the loop stops when every row has
 `max_new_tokens`.
 
 The cached forward is its own small function of the same parameters (`model.apply` is the training
-path: layers under `nn.scan`, no cache). Once per call, `decode_weights` slices each layer's weights
-from the stacked tree, casts them to the compute dtype and fuses q/k/v and gate/up into one matrix
-each, so a step runs a few wide matmuls per layer and copies nothing; each layer's cache is its own
-array, updated in place inside the loop. (Through the training scan, every step copied the stacked
-cache and every layer's weights: half the speed at batch 16, BENCHMARKS.md.) The prefill computes
-logits for the last prompt position only. Compile time grows linearly with depth, once per (batch,
-length) shape.
+path: layers under `nn.scan`, no cache). `prepare` rearranges the parameters once per model (not
+once per batch): each layer's weights sliced from the stacked tree, cast to the compute dtype, q/k/v
+and gate/up fused into one matrix each, so a step runs a few wide matmuls per layer and copies
+nothing; each layer's cache is its own array, updated in place inside the loop. (Through the
+training scan, every step copied the stacked cache and every layer's weights: half the speed at
+batch 16, BENCHMARKS.md.) The prefill computes logits for the last prompt position only. Compile
+time grows linearly with depth, once per (batch, length) shape.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from jax.sharding import Mesh
 
 from orca_jax.model import attention
 from orca_jax.model.config import DTYPES, ModelConfig
-from orca_jax.model.llama import Decoder, apply_rope, output_logits, rms_norm, rope_frequencies
+from orca_jax.model.llama import Decoder, output_logits, rms_norm, rope_angles, rope_frequencies, rotate
 from orca_jax.parallel import sharding
 
 
@@ -65,24 +65,39 @@ def decode_weights(cfg: ModelConfig, params) -> dict:
     return {"embedding": params["embedding"], "layers": layers, "final_norm": params["final_norm"], "head": head}
 
 
-def _layer(cfg: ModelConfig, w: dict, x: jax.Array, positions: jax.Array, mask: jax.Array, cache_index, cache: dict):
-    """One decoder layer (llama.DecoderLayer's function) writing its keys and values into `cache`."""
+@partial(jax.jit, static_argnames="model")
+def _prepare(model: Decoder, params) -> dict:
+    return decode_weights(model.config, params)
+
+
+def prepare(model: Decoder, params) -> dict:
+    """`params` rearranged for `generate` (`decode_weights`), on the params' devices. Do it once per
+    model and reuse it for every batch: it copies every weight (~180 ms of a 2.2 s batch-16 call on
+    `bench_small`, BENCHMARKS.md). It holds a second copy of the weights while it lives."""
+    return _prepare(model, nn.meta.unbox(params))
+
+
+def _layer(cfg: ModelConfig, w: dict, x: jax.Array, rope: tuple, mask: jax.Array, cache_index, cache: dict,
+           prefill: bool, last_only: bool):  # fmt: skip
+    """One decoder layer (llama.DecoderLayer's function) writing its keys and values into `cache`.
+    `prefill`: the cache was empty, so the new tokens attend to their own keys only (not to the empty
+    slots). `last_only`: only the last position's output is wanted (the prefill's last layer)."""
     dtype = DTYPES[cfg.dtype]
     b, t, _ = x.shape
     h, kv, e = cfg.num_heads, cfg.kv_heads, cfg.head_size
     y = rms_norm(x, w["attn_norm"], cfg.norm_eps, dtype)
     q, k, v = jnp.split(y @ w["wqkv"], [h * e, (h + kv) * e], axis=-1)
-    inv_freq = rope_frequencies(cfg)
-    q = apply_rope(q.reshape(b, t, h, e), positions, inv_freq)
-    k = apply_rope(k.reshape(b, t, kv, e), positions, inv_freq)
-
-    def write(slots: jax.Array, new: jax.Array) -> jax.Array:  # new [B, T, K, E] into slots [B, K, S, E]
-        new = new.reshape(b, t, kv, e).transpose(0, 2, 1, 3).astype(slots.dtype)
-        return jax.lax.dynamic_update_slice(slots, new, (0, 0, cache_index, 0))
-
+    q = rotate(q.reshape(b, t, h, e), *rope)
+    # [B, T, K * E] -> [B, K, T, E], the cache's head-major layout
+    k = rotate(k.reshape(b, t, kv, e), *rope).transpose(0, 2, 1, 3)
+    v = v.reshape(b, t, kv, e).transpose(0, 2, 1, 3)
+    write = lambda slots, new: jax.lax.dynamic_update_slice(slots, new.astype(slots.dtype), (0, 0, cache_index, 0))  # noqa: E731
     cache = {"k": write(cache["k"], k), "v": write(cache["v"], v)}
-    out = attention.xla_attention(q, cache["k"].astype(dtype), cache["v"].astype(dtype), mask, head_major=True)
-    x = x + out.reshape(b, t, h * e) @ w["wo"]
+    if not prefill:
+        k, v = cache["k"].astype(dtype), cache["v"].astype(dtype)
+    if last_only:
+        x, q, mask = x[:, -1:], q[:, -1:], mask[:, -1:]
+    x = x + attention.xla_attention(q, k, v, mask, head_major=True).reshape(x.shape[0], -1, h * e) @ w["wo"]
     gate, up = jnp.split(rms_norm(x, w["mlp_norm"], cfg.norm_eps, dtype) @ w["w_gate_up"], 2, axis=-1)
     return x + (jax.nn.silu(gate) * up) @ w["w_down"], cache
 
@@ -94,20 +109,30 @@ def forward_with_cache(
     positions: jax.Array,
     segment_ids: jax.Array,
     cache: dict,
-    cache_index: jax.Array,
+    cache_index: jax.Array | int,
     last_only: bool = False,
 ) -> tuple[jax.Array, dict]:
     """The model's forward for tokens [B, T] written at cache slots cache_index..cache_index+T-1
     (weights from `decode_weights`): float32 logits [B, T, V] (or [B, 1, V] for the last position
-    with `last_only`) and the updated cache. Equals `model.apply` over the whole sequence."""
+    with `last_only`) and the updated cache. Equals `model.apply` over the whole sequence. A literal
+    `cache_index` of 0 means an empty cache: the tokens attend among themselves only."""
     x = jnp.take(weights["embedding"], tokens, axis=0).astype(DTYPES[cfg.dtype])
-    q_slots = cache_index + jnp.arange(tokens.shape[1])
+    t = tokens.shape[1]
+    prefill = isinstance(cache_index, int) and cache_index == 0
+    q_slots = cache_index + jnp.arange(t)
     kv_segments = jax.lax.dynamic_update_slice(cache["segments"], segment_ids, (0, cache_index))
-    kv_slots = jnp.arange(kv_segments.shape[1])
-    mask = attention.attention_mask(q_slots[None], segment_ids, kv_slots, kv_segments, cfg.sliding_window)
+    if prefill:
+        mask = attention.attention_mask(q_slots[None], segment_ids, q_slots, segment_ids, cfg.sliding_window)
+    else:
+        kv_slots = jnp.arange(kv_segments.shape[1])
+        mask = attention.attention_mask(q_slots[None], segment_ids, kv_slots, kv_segments, cfg.sliding_window)
+    # cos and sin once for every layer's q and k: the barrier keeps XLA from fusing (recomputing)
+    # them into each of the 2 x num_layers rotations, per head.
+    rope = jax.lax.optimization_barrier(rope_angles(positions, rope_frequencies(cfg)))
     new_layers = []
-    for w, layer_cache in zip(weights["layers"], cache["layers"], strict=True):
-        x, layer_cache = _layer(cfg, w, x, positions, mask, cache_index, layer_cache)
+    for i, (w, layer_cache) in enumerate(zip(weights["layers"], cache["layers"], strict=True)):
+        last = last_only and i == cfg.num_layers - 1
+        x, layer_cache = _layer(cfg, w, x, rope, mask, cache_index, layer_cache, prefill, last)
         new_layers.append(layer_cache)
     logits = output_logits(cfg, x[:, -1:] if last_only else x, weights["final_norm"], weights["head"])
     return logits, {"layers": new_layers, "segments": kv_segments}
@@ -139,26 +164,28 @@ def next_token(logits: jax.Array, rng: jax.Array, temperature: float, top_p: flo
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _generate(model: Decoder, params, prompts: jax.Array, rng: jax.Array, max_new_tokens: int, eos_id: int,
+def _generate(model: Decoder, weights: dict, prompts: jax.Array, rng: jax.Array, max_new_tokens: int, eos_id: int,
               temperature: float, top_p: float) -> jax.Array:  # fmt: skip
     batch, prompt_len = prompts.shape
     segments = (prompts != 0).astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(segments, axis=1) - 1, 0)
-    forward = partial(forward_with_cache, model.config, decode_weights(model.config, params))
+    forward = partial(forward_with_cache, model.config, weights)
     cache = init_cache(model.config, batch, prompt_len + max_new_tokens)
     logits, cache = forward(prompts, positions, segments, cache, 0, last_only=True)
     rng, first_rng = jax.random.split(rng)
     first = next_token(logits[:, -1], first_rng, temperature, top_p)
 
+    def emit(i, token, done, out, lengths):  # token [B] as output column i (0 after a row's EOS)
+        out = out.at[:, i].set(jnp.where(done, 0, token))
+        return out, lengths + (~done).astype(jnp.int32), done | (token == eos_id)
+
     def cond(carry):
         i, _, _, _, done, _, _, _ = carry
-        return (i < max_new_tokens) & ~jnp.all(done)
+        return (i < max_new_tokens - 1) & ~jnp.all(done)
 
     def body(carry):
         i, cache, token, position, done, out, lengths, rng = carry
-        out = out.at[:, i].set(jnp.where(done, 0, token))
-        lengths = lengths + (~done).astype(jnp.int32)
-        done = done | (token == eos_id)
+        out, lengths, done = emit(i, token, done, out, lengths)
         ones = jnp.ones((batch, 1), jnp.int32)
         logits, cache = forward(token[:, None], position[:, None], ones, cache, prompt_len + i)
         rng, step_rng = jax.random.split(rng)
@@ -169,7 +196,8 @@ def _generate(model: Decoder, params, prompts: jax.Array, rng: jax.Array, max_ne
     done = jnp.zeros((batch,), bool)
     lengths = jnp.zeros((batch,), jnp.int32)
     carry = (jnp.int32(0), cache, first, positions[:, -1] + 1, done, out, lengths, rng)
-    _, _, _, _, _, out, lengths, _ = jax.lax.while_loop(cond, body, carry)
+    i, _, token, _, done, out, lengths, _ = jax.lax.while_loop(cond, body, carry)
+    out, lengths, _ = emit(i, token, done, out, lengths)  # the last token needs no forward pass
     return out, lengths
 
 
@@ -184,7 +212,7 @@ _generate_cpu = jax.jit(_generate, static_argnames=_STATIC, compiler_options=_CP
 
 def generate(
     model: Decoder,
-    params,
+    weights: dict,
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
@@ -195,11 +223,13 @@ def generate(
     seed: int = 0,
     pad_to: int = 64,
 ) -> list[list[int]]:
-    """Continuations of `prompts` (token lists, BOS included), each cut after its EOS. Greedy by
-    default; `temperature` > 0 samples, with nucleus `top_p`.
+    """Continuations of `prompts` (token lists, BOS included), each cut after its EOS, from `weights`
+    (`prepare(model, params)`). Greedy by default; `temperature` > 0 samples, with nucleus `top_p`.
 
     The batch is padded to a multiple of the mesh's batch shards and the prompt length to a multiple
     of `pad_to`, so a handful of shapes compile once each."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     shards = mesh.shape["data"] * mesh.shape["fsdp"]
     n = len(prompts)
     rows = -(-n // shards) * shards
@@ -207,10 +237,11 @@ def generate(
     padded = list(prompts) + [prompts[0]] * (rows - n)
     host_tokens = left_pad(padded, length)  # every host holds all prompts and places its own shards
     tokens = jax.make_array_from_callback(host_tokens.shape, sharding.batch_sharding(mesh), lambda i: host_tokens[i])
-    params = nn.meta.unbox(params)
+    if not isinstance(weights.get("layers"), list):
+        raise TypeError("generate takes decode weights: pass decode.prepare(model, params), not the params")
     compiled = _generate_cpu if mesh.devices.flat[0].platform == "cpu" else _generate_jit
     generated, lengths = compiled(
-        model, params, tokens, jax.random.key(seed), max_new_tokens, eos_id, float(temperature), float(top_p)
+        model, weights, tokens, jax.random.key(seed), max_new_tokens, eos_id, float(temperature), float(top_p)
     )
     out = np.asarray(multihost_utils.process_allgather(generated, tiled=True))[:n]
     lengths = np.asarray(multihost_utils.process_allgather(lengths, tiled=True))[:n]

@@ -54,12 +54,15 @@ def rope_frequencies(cfg: ModelConfig) -> Array:
     return jnp.asarray(scaled.astype(np.float32))
 
 
-def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+def rope_angles(positions: Array, inv_freq: Array) -> tuple[Array, Array]:
+    """cos and sin of every position's rotation angles: [B, T, 1, E/2] each."""
+    angles = positions.astype(jnp.float32)[..., None, None] * inv_freq  # [B, T, 1, E/2]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def rotate(x: Array, cos: Array, sin: Array) -> Array:
     """Rotary embedding in LLaMA's rotate-half layout (as in Hugging Face weights). x: [B, T, N, E]."""
     half = x.shape[-1] // 2
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, E/2]
-    cos = jnp.cos(angles)[:, :, None, :]
-    sin = jnp.sin(angles)[:, :, None, :]
     x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
@@ -91,9 +94,9 @@ class DecoderLayer(nn.Module):
             self, "wv", fan_in(in_axis=0, out_axis=(1, 2)), (d, kv, e), ("embed", "kv_heads", "head_dim"), pdtype
         )
         wo = _param(self, "wo", fan_in(in_axis=(0, 1), out_axis=2), (h, e, d), ("heads", "head_dim", "embed"), pdtype)
-        inv_freq = rope_frequencies(cfg)
-        q = apply_rope(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), positions, inv_freq)
-        k = apply_rope(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), positions, inv_freq)
+        cos, sin = rope_angles(positions, rope_frequencies(cfg))
+        q = rotate(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), cos, sin)
+        k = rotate(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), cos, sin)
         v = jnp.einsum("btd,dke->btke", y, wv.astype(dtype))
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         if cfg.attention == "splash":
