@@ -80,9 +80,12 @@ def test_kv_cache_matches_full_forward(model_and_params):
         pieces.append(step)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
     # A literal index 0 is the prefill path (the prompt attends to itself, not to the empty cache);
-    # with last_only, the last layer runs attention and MLP for the last position alone.
+    # with last_only, the last layer runs attention and MLP for the last position alone; the
+    # rotations' angles come from the table.
     prefill = jax.jit(
-        lambda x, p, cache: forward_with_cache(CFG, weights, x, p, jnp.ones_like(x), cache, 0, last_only=True)
+        lambda x, p, cache: forward_with_cache(
+            CFG, weights, x, p, jnp.ones_like(x), cache, 0, last_only=True, rope_lookup=decode.rope_table(CFG, 16)
+        )
     )
     last, prefilled = prefill(tokens[:, :7], pos[:, :7], init_cache(CFG, 2, 16))
     np.testing.assert_allclose(last, full[:, 6:7], atol=1e-5)
@@ -125,6 +128,16 @@ def test_greedy_generation_with_cache_equals_generation_without(model_and_params
         got = generate(model, weights, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
     for prompt, out in zip(prompts, got, strict=True):
         assert out == greedy_without_cache(model, params, prompt, 12, eos)
+
+
+def test_greedy_is_argmax_with_the_first_of_tied_maxima():
+    rng = np.random.default_rng(5)
+    for vocab in (384, 260):  # rows of 128, and the plain argmax where 128 does not divide
+        logits = rng.standard_normal((6, vocab)).astype(np.float32)
+        logits[0, [300 % vocab, 5]] = 9.0  # tied maxima in different 128-wide rows: the first wins
+        logits[1, [130, 129]] = 9.0  # tied in one row
+        logits[2, -1] = 9.0  # the very last id
+        assert decode.greedy(jnp.asarray(logits)).tolist() == np.argmax(logits, axis=-1).tolist()
 
 
 def test_left_pad():
