@@ -128,6 +128,10 @@ def test_greedy_generation_with_cache_equals_generation_without(model_and_params
         got = generate(model, weights, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh, pad_to=8)
     for prompt, out in zip(prompts, got, strict=True):
         assert out == greedy_without_cache(model, params, prompt, 12, eos)
+    with pytest.raises(TypeError, match="decode.prepare"):  # the raw parameters, not decode weights
+        generate(model, params, prompts, max_new_tokens=12, eos_id=eos, mesh=mesh)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, weights, prompts, max_new_tokens=0, eos_id=eos, mesh=mesh)
 
 
 def test_greedy_is_argmax_with_the_first_of_tied_maxima():
