@@ -111,7 +111,7 @@ def _layer(cfg: ModelConfig, w: dict, x: jax.Array, rope: tuple, mask: jax.Array
 def rope_table(cfg: ModelConfig, length: int) -> tuple[jax.Array, jax.Array]:
     """cos and sin for positions 0..length-1, [length, 1, E/2] each. Made once per `generate` call so
     that the prefill and every step look rows up: computed in place, XLA fuses the sines and cosines
-    into each layer's rotations and recomputes them per head (7% of a batch-16 call, BENCHMARKS.md)."""
+    into each layer's rotations and recomputes them per head."""
     cos, sin = rope_angles(jnp.arange(length)[None], rope_frequencies(cfg))
     return cos[0], sin[0]
 
@@ -167,8 +167,8 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int) -> np.ndarray:
 
 def greedy(logits: jax.Array) -> jax.Array:
     """argmax over the last axis of [B, V] (the first of equal maxima). In two stages where V divides
-    into rows of 128: XLA:CPU's (value, index) reduce over 32000 columns takes 3.5x as long as a max
-    over 128-wide rows and two short argmaxes (0.63 against 0.18 ms at batch 16)."""
+    into rows of 128: XLA:CPU's (value, index) reduce over 32000 columns takes several times as long
+    as a max over 128-wide rows and two short argmaxes (benchmarks/decode_parts.py)."""
     b, v = logits.shape
     if v % 128:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
