@@ -74,7 +74,7 @@ def _prepare(model: Decoder, params) -> dict:
 
 def prepare(model: Decoder, params) -> dict:
     """`params` rearranged for `generate` (`decode_weights`), on the params' devices. Do it once per
-    model and reuse it for every batch: it copies every weight (0.10-0.18 s for `bench_small`, whose
+    model and reuse it for every batch: it copies every weight (0.10-0.15 s for `bench_small`, whose
     batch-16 call of 64 new tokens takes about 2 s, BENCHMARKS.md). It holds a second copy of the
     weights while it lives (as `generate` did inside every call before)."""
     return _prepare(model, nn.meta.unbox(params))
@@ -237,8 +237,8 @@ def _generate(model: Decoder, weights: dict, prompts: jax.Array, rng: jax.Array,
 # tokens/s at batch 16 and from 81 to 92 at batch 1 (best of 3, idle 2-core machine).
 _STATIC = ("model", "max_new_tokens", "eos_id", "temperature", "top_p")
 _generate_jit = jax.jit(_generate, static_argnames=_STATIC)
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_generate_cpu = jax.jit(_generate, static_argnames=_STATIC, compiler_options=_CPU_OPTIONS)
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_generate_cpu = jax.jit(_generate, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
 
 
 def generate(
