@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -132,7 +133,8 @@ def test_missing_data_file(tmp_path):
         f"--gin.DATA_DIR={tmp_path / 'nothing_here'}",
         *TINY,
     )
-    assert_clean_error(result, "nothing_here/train_strong.jsonl", "no such data file")
+    # The first file a mini-Orca run reads is the data set's tokenizer.
+    assert_clean_error(result, "nothing_here/tokenizer.model", "no such SentencePiece model file", "generate-mini")
 
 
 def test_malformed_jsonl_line(data_dir, tmp_path):
@@ -142,6 +144,7 @@ def test_malformed_jsonl_line(data_dir, tmp_path):
     lines[2] = lines[2][:-5]  # cut the closing of the third record
     (bad / "train_strong.jsonl").write_text("\n".join(lines) + "\n")
     (bad / "heldout.jsonl").write_text(open(os.path.join(data_dir, "heldout.jsonl")).read())
+    shutil.copy(os.path.join(data_dir, "tokenizer.model"), bad / "tokenizer.model")
     result = run(
         "train",
         "--gin_file=configs/runs/mini_orca.gin",

@@ -1,11 +1,10 @@
-"""Records: validation with file:line errors, and the mini-Orca teacher."""
+"""Records: validation with file:line errors."""
 
 import json
-import random
 
 import pytest
 
-from orca_jax.data import mini_orca, records
+from orca_jax.data import records
 from orca_jax.errors import DataError
 
 GOOD = {
@@ -64,50 +63,3 @@ def test_globs_and_comma_lists_expand_in_order(tmp_path):
     b = write_lines(tmp_path / "b.jsonl", [json.dumps(GOOD)])
     assert records.resolve_files(str(tmp_path / "*.jsonl")) == [a, b]
     assert records.resolve_files(f"{b},{a}") == [b, a]
-
-
-@pytest.mark.parametrize("a, b", [(677, 996), (5, 5), (999, 1), (120, 305), (0, 0)])
-def test_teacher_explains_column_by_column(a, b):
-    text = mini_orca.explain_addition(a, b)
-    assert text.endswith(f"So the answer is {a + b}.")
-    # Replaying the written digits and the last carry spells the answer.
-    digits = [
-        int(s.split("write ")[1][0]) for s in text.split(". ") if "write " in s and "carry" not in s.split("write ")[0]
-    ]
-    carry = text.split("Write the last carry ")[1][0] if "last carry" in text else ""
-    assert int(carry + "".join(str(d) for d in reversed(digits))) == a + b
-
-
-def test_teacher_example_from_the_issue():
-    assert mini_orca.explain_addition(677, 996) == (
-        "7+6=13, write 3 carry 1. 7+9+1=17, write 7 carry 1. 6+9+1=16, write 6 carry 1. "
-        "Write the last carry 1. So the answer is 1673."
-    )
-
-
-def test_teacher_is_right_on_random_pairs():
-    rng = random.Random(1)
-    for _ in range(500):
-        a, b = rng.randint(0, 99999), rng.randint(0, 99999)
-        assert mini_orca.explain_addition(a, b).endswith(f"So the answer is {a + b}.")
-
-
-def test_generate_mini_is_deterministic_and_heldout_is_unseen(tmp_path):
-    p1 = mini_orca.write_mini_orca(str(tmp_path / "a"), num_train=300, num_heldout=40, families=["addition"], seed=7)
-    p2 = mini_orca.write_mini_orca(str(tmp_path / "b"), num_train=300, num_heldout=40, families=["addition"], seed=7)
-    p3 = mini_orca.write_mini_orca(str(tmp_path / "c"), num_train=300, num_heldout=40, families=["addition"], seed=8)
-    for name in p1:
-        assert open(p1[name]).read() == open(p2[name]).read()
-    assert open(p1["train_strong"]).read() != open(p3["train_strong"]).read()
-
-    train = records.read_records(p1["train_strong"])
-    heldout = records.read_records(p1["heldout"])
-    assert len(train) == 300 and len(heldout) == 40
-    assert not {r.question for r in train} & {r.question for r in heldout}
-    assert {r.system_prompt for r in train} <= set(mini_orca.SYSTEM_MESSAGES)
-    bbh = json.load(open(p1["bbh/addition"]))["examples"]
-    assert [ex["input"] for ex in bbh] == [r.question for r in heldout]
-    for ex, r in zip(bbh, heldout, strict=True):
-        assert r.response.endswith(f"So the answer is {ex['target']}.")
-        a, b = map(int, ex["input"][len("What is ") : -1].split(" + "))
-        assert int(ex["target"]) == a + b and 100 <= a <= 999 and 100 <= b <= 999

@@ -43,7 +43,7 @@ def generate_mini(args: argparse.Namespace) -> None:
     hard = args.num_heldout if args.num_hard is None else args.num_hard
     print(f"mini-Orca, {len(families)} families x ({args.num_train} train, {args.num_heldout} held-out, {hard} hard), "
           f"intermediate teacher wrong on {args.intermediate_error_rate:.0%}, seed {args.seed}:")  # fmt: skip
-    for name in ("train_strong", "train_intermediate", "train_answer_only", "heldout", "manifest"):
+    for name in ("train_strong", "train_intermediate", "train_answer_only", "heldout", "tokenizer", "manifest"):
         print(f"  {name:<18} {paths[name]}")
     print(f"  {'bbh, bbh_hard':<18} {os.path.join(args.out, 'bbh')}/<family>.json, "
           f"{os.path.join(args.out, 'bbh_hard')}/<family>.json")  # fmt: skip
@@ -196,13 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate-mini", help="write the synthetic mini-Orca data set")
     gen.add_argument("--out", required=True, help="folder to write train_{strong,intermediate,answer_only}.jsonl, "
-                     "heldout.jsonl, bbh/, bbh_hard/ and manifest.json into")  # fmt: skip
-    gen.add_argument("--num_train", type=_positive, default=2000, help="training questions per family")
-    gen.add_argument("--num_heldout", type=_positive, default=50, help="held-out questions per family (bbh/)")
+                     "heldout.jsonl, bbh/, bbh_hard/, tokenizer.model and manifest.json into")  # fmt: skip
+    gen.add_argument("--num_train", type=_positive, default=10000, help="training questions per family")
+    gen.add_argument("--num_heldout", type=_positive, default=100, help="held-out questions per family (bbh/)")
     gen.add_argument("--num_hard", type=_positive, default=None,
                      help="harder held-out questions per family (bbh_hard/); default: --num_heldout")  # fmt: skip
-    gen.add_argument("--families", default="", help="comma-separated task families (default: the six BBH-like "
-                     "ones; 'addition', the original task, is optional)")  # fmt: skip
+    gen.add_argument("--families", default="", help="comma-separated task families (default: the study's "
+                     "three, addition, boolean_expressions, web_of_lies; also tracking_shuffled_objects)")  # fmt: skip
     gen.add_argument("--intermediate_error_rate", type=float, default=0.2,
                      help="share of each family's questions the intermediate teacher gets wrong")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0)

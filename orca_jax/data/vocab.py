@@ -175,7 +175,8 @@ def make_vocabulary(spec: str, added_tokens: Sequence[str] = ()) -> seqio.Vocabu
         vocab = HFTokenizerVocabulary(spec)
     elif spec.endswith(".model") or os.path.basename(spec).startswith("tokenizer.model"):
         if not tf.io.gfile.exists(spec):
-            raise ConfigError(f"{spec}: no such SentencePiece model file")
+            raise ConfigError(f"{spec}: no such SentencePiece model file (DataConfig.vocabulary; a mini-Orca data "
+                              "set has its own, written by `orca-data generate-mini`)")  # fmt: skip
         vocab = seqio.SentencePieceVocabulary(spec)
         if 0 in (vocab.bos_id, vocab.eos_id) or vocab.tokenizer.pad_id() == 0:
             raise ConfigError(f"{spec}: id 0 must be unk or unused; it is the padding id here")

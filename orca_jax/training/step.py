@@ -99,6 +99,10 @@ def make_train_step(
             "skipped": 1.0 - finite.astype(jnp.float32),
             "loss_tokens": sums["weight_sum"],
             "real_tokens": jnp.sum(batch["decoder_segment_ids"] > 0).astype(jnp.float32),
+            # Examples packed into the batch: each starts at position 0 of a real segment.
+            "examples": jnp.sum((batch["decoder_positions"] == 0) & (batch["decoder_segment_ids"] > 0)).astype(
+                jnp.float32
+            ),
             # Records the input pipeline dropped (per reason) while building this batch.
             "rejected": jnp.sum(batch["rejected"], axis=0) if "rejected" in batch else jnp.zeros((0,), jnp.int32),
         }

@@ -345,6 +345,8 @@ def summarize(
     out["learning_rate"] = float(steps[-1]["learning_rate"])
     out["skipped_steps"] = float(sum(m["skipped"] for m in steps))
     out["loss_tokens_per_step"] = float(np.mean([m["loss_tokens"] for m in steps]))
+    out["examples_per_step"] = float(np.mean([m["examples"] for m in steps]))
+    out["row_slots_per_step"] = float(train_config.batch_size * data_config.sequence_length)
     if timed:
         out["step_time"] = seconds / timed
         out["tokens_per_sec"] = float(sum(m["real_tokens"] for m in steps[-timed:])) / seconds

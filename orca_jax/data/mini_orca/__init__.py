@@ -1,61 +1,45 @@
 """Mini-Orca: a synthetic explanation-tuning set with programmatic teachers, small enough to train on a CPU.
 
-Six task families in the spirit of BIG-Bench-Hard, each with exact programmatic answers (plus the
-original 3-digit `addition`, optional). Every question is answered by three teachers, as Orca's
-student learns from GPT-4's explanations, ChatGPT's, or (Vicuna-style) answers alone:
+Task families in the spirit of BIG-Bench-Hard, each with exact programmatic answers. Every question
+is answered by three teachers, as Orca's student learns from GPT-4's explanations, ChatGPT's, or
+(Vicuna-style) answers alone:
 
     strong        GPT-4-like: every step, ending in "So the answer is X." (X is exactly the target)
-    intermediate  ChatGPT-like: skips steps, and for a share `intermediate_error_rate` of the questions
-                  makes one plausible slip that it carries to a different final answer
+    intermediate  ChatGPT-like: the same method with steps skipped, and for a share
+                  `intermediate_error_rate` of the questions one plausible slip carried to a
+                  different final answer
     answer_only   shallow imitation: "So the answer is X." alone (the closing phrase is kept so that
                   every student is parsed alike; the students differ only in the explanation)
 
-A worked example of each family (question; strong; intermediate, then its flawed form):
+The strong teacher writes every step so that it follows from the few tokens before it and one item
+of the question found by name: a 0.3M-parameter student cannot look far back by position or hold
+an unwritten intermediate result, so a step it cannot compute locally is a step it cannot learn.
+The study's three families (the defaults), with a worked example each (question; strong;
+intermediate; its flawed form):
 
-  multistep_arithmetic   ((9 + 4) - (6 + -3)) =                                 target "10"
-    9 + 4 = 13. 6 + -3 = 3. 13 - 3 = 10. So the answer is 10.
-    13 - 3 = 10. So the answer is 10.
-    13 - 9 = 4. So the answer is 4.                                (a bracket's sign flipped)
+  addition               What is 478 + 718?                                    target "1196"
+    478: 4c 7b 8a. 718: 7c 1b 8a. a: 8+8+0=16 -> 6. b: 7+1+1=9 -> 96. c: 4+7+0=11 -> 196.
+      carry 1 -> 1196. So the answer is 1196.
+    478: 4c 7b 8a. 718: 7c 1b 8a. a: 8+8+0=16. b: 7+1+1=9. c: 4+7+0=11. carry 1. So the answer is 1196.
+    ... b: 7+1+0=8. c: 4+7+0=11. carry 1. So the answer is 1186.                 (a carry forgotten)
+    Digits are named by column (a = units), so a column's digits are found by name; each line adds
+    the carry the line before made and writes the answer so far, new digit first.
   boolean_expressions    not ( True and False ) or True is                     target "True"
-    True and False = False. not False = True. True or True = True. So the answer is True.
-    True or True = True. So the answer is True.
-    False or False = False. So the answer is False.               (both sides misjudged)
-  tracking_shuffled_objects                                                    target "(B)"
-    Hal has lime, Ivy has navy, Ned has jade. Swaps: Hal-Ned, then Ned-Ivy, then Ned-Hal. At the end, Hal has
-    Options:
-    (A) lime
-    (B) navy
-    (C) jade
-    Hal-Ned: Hal jade, Ivy navy, Ned lime. Ned-Ivy: Hal jade, Ivy lime, Ned navy. Ned-Hal: Hal navy,
-      Ivy lime, Ned jade. Hal has navy. So the answer is (B).
-    Hal has jade after Hal-Ned, jade after Ned-Ivy, navy after Ned-Hal. So the answer is (B).
-    Hal has jade after Hal-Ned, jade after Ned-Ivy, jade after Ned-Hal. So the answer is (C).  (a swap forgotten)
-  logical_deduction                                                            target "(B)"
-    Hal, Ivy and Ned stand in a row. Hal is left of Ned. Ivy is left of Hal. Who is the leftmost?
-    Options:
-    (A) Hal
-    (B) Ivy
-    (C) Ned
-    Hal is left of Ned: Hal Ned. Ivy is left of Hal: Ivy Hal Ned. Ivy is the leftmost. So the answer is (B).
-    The order from the left is Ivy Hal Ned. Ivy is the leftmost. So the answer is (B).
-    The order from the left is Hal Ivy Ned. Hal is the leftmost. So the answer is (A).
-  date_arithmetic        Today is 05/17/2020. What is the date 22 days ago in MM/DD/YYYY?   target "04/25/2020"
-    Day 17 - 22 = -5. April 2020 has 30 days: -5 + 30 = 25 of April. The date is 04/25/2020.
-      So the answer is 04/25/2020.
-    April has 30 days, so 22 days before 05/17/2020 is 04/25/2020. So the answer is 04/25/2020.
-    April has 31 days, so 22 days before 05/17/2020 is 04/26/2020. So the answer is 04/26/2020.
-  word_sorting           Sort the following words alphabetically: List: rug zoo oar quilt   target "oar quilt rug zoo"
-    Start with rug. Add zoo: rug zoo. Add oar: oar rug zoo. Add quilt: oar quilt rug zoo.
-      So the answer is oar quilt rug zoo.
-    By first letter: o, q, r, z. So the answer is oar quilt rug zoo.
-    By first letter: o, q, z, r. So the answer is oar quilt zoo rug.
-  addition (optional)    What is 563 + 986?                                    target "1549"
-    3+6=9, write 9. 6+8=14, write 4 carry 1. 5+9+1=15, write 5 carry 1. Write the last carry 1. So the answer is 1549.
-    The columns from the right give 9, 4, 5, then the last carry 1. So the answer is 1549.
-    The columns from the right give 9, 4, 5. So the answer is 549.       (the last carry forgotten)
+    not ( True and False ) or True = not False or True = True or True = True. So the answer is True.
+    not ( True and False ) or True = True or True = True. So the answer is True.  (every other rewrite)
+    not ( True and False ) or True = True or True = False. So the answer is False.  (one value flipped)
+  web_of_lies            Question: Ann lies. Bob says Ann tells the truth. Does Bob tell the truth?
+    Ann lies. Bob says Ann tells the truth, so Bob lies. So the answer is No.          target "No"
+    Ann lies, Bob lies. So the answer is No.                                       (claims not restated)
+    Ann lies, Bob tells the truth. So the answer is Yes.                           (a claim misread)
 
-Held-out questions come from their own random streams, never repeat a training question, and include
-harder variants (more operands, objects, words or month ends; see each family's `sizes`). Each
+Also available (`--families`): tracking_shuffled_objects (who holds which colour after numbered
+swaps; the strong teacher restates everyone's colour after each swap). Every student stayed at
+chance on it at the study's budget, so the study leaves it out (README, "The mini-Orca study").
+
+Harder held-out variants are the largest questions of each family's training range (5-digit
+numbers, 5 values, 5 people, 5 swaps): more steps of the same method, in rows of the trained length.
+Held-out questions come from their own random streams and never repeat a training question. Each
 record carries an Orca-style system message drawn from its family's Orca sub-collection (plus the
 empty message, which the evaluation uses), in a short wording (`SHORT_BEHAVIOURS`).
 
@@ -68,6 +52,7 @@ empty message, which the evaluation uses), in a short wording (`SHORT_BEHAVIOURS
     bbh/<family>.json   the same held-out questions in BIG-Bench-Hard's format,
                         {"examples": [{"input": ..., "target": ...}, ...]}
     bbh_hard/<family>.json   the harder held-out questions, same format
+    tokenizer.model     the student's SentencePiece vocabulary, fitted to the training text (tokenizer.py)
     manifest.json       the arguments, the teachers, and per family its sizes, answer form and errors
 """
 

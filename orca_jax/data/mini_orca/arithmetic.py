@@ -1,5 +1,17 @@
-"""Arithmetic families: multi-step arithmetic (BIG-Bench-Hard's multistep_arithmetic_two, with + and
-- only) and the original column addition (the first mini-Orca task, kept as an optional family)."""
+"""Column addition: "What is 563 + 986?", target "1549".
+
+The strong teacher works one column a line, and each line restates what the next step needs right
+before it is needed, so that every token follows from the few before it (a scratchpad a 0.3M-parameter
+model can learn to write):
+
+    563+986+0: 3+6+0=9 -> 9. 56+98+0: 6+8+0=14 -> 49. 5+9+1: 5+9+1=15 -> 549. 0+0+1 -> 1549.
+    So the answer is 1549.
+
+A line starts with what is left of each number and the carry in ("56+98+0": the units already used
+are dropped, so the digits to add are the ones just before "+" and ":"), adds them, and writes the
+answer so far with the new digit in front ("49" after "9"): the answer is built in reading order, and
+the last line holds it whole. A number that has run out is left as 0.
+"""
 
 from __future__ import annotations
 
@@ -7,117 +19,65 @@ import random
 
 from orca_jax.data.mini_orca.base import Family, Problem, closing
 
-# Multi-step arithmetic.
+COLUMNS = "abcdefgh"  # column names from the right: a is the units
 
 
-def _apply(x: int, op: str, y: int) -> int:
-    return x + y if op == "+" else x - y
+def _named_digits(number: int, width: int) -> str:
+    """563 at width 4 -> "0d 5c 6b 3a": each digit with its column's name, so that finding a column's
+    digit is a look-up by name rather than a count of positions."""
+    digits = str(number).zfill(width)
+    return " ".join(f"{d}{COLUMNS[width - 1 - i]}" for i, d in enumerate(digits))
 
 
-def _flip(op: str) -> str:
-    return "-" if op == "+" else "+"
-
-
-def _evaluate(groups: list[tuple[int, str, int]], outer: list[str]) -> tuple[list[int], list[int]]:
-    """Each bracket's value, then the running total after each outer operation (left to right)."""
-    values = [_apply(a, op, b) for a, op, b in groups]
-    totals = [values[0]]
-    for op, v in zip(outer, values[1:], strict=True):
-        totals.append(_apply(totals[-1], op, v))
-    return values, totals
-
-
-def _intermediate(values: list[int], outer: list[str], total: int) -> str:
-    """Only the outer operations, on the brackets' values worked out silently."""
-    expression = str(values[0]) + "".join(f" {op} {v}" for op, v in zip(outer, values[1:], strict=True))
-    return f"{expression} = {total}. {closing(str(total))}"
-
-
-def make_multistep_arithmetic(rng: random.Random, hard: bool) -> Problem:
-    """Train: two brackets of two numbers from -9 to 9 (three operations); hard: three brackets (five).
-    + and - only, so that every step is one fact the mini model can learn."""
-    num_groups = 3 if hard else 2
-    while True:
-        groups = [(rng.randint(-9, 9), rng.choice("+-"), rng.randint(-9, 9)) for _ in range(num_groups)]
-        outer = [rng.choice("+-") for _ in range(num_groups - 1)]
-        # The intermediate teacher's slip flips one bracket's sign; it needs a non-zero second number.
-        slips = [i for i, (_, _, b) in enumerate(groups) if b != 0]
-        if slips:
-            break
-    values, totals = _evaluate(groups, outer)
-    brackets = [f"({a} {op} {b})" for a, op, b in groups]
-    question = "(" + brackets[0] + "".join(f" {op} {br}" for op, br in zip(outer, brackets[1:], strict=True)) + ") ="
-    steps = [f"{a} {op} {b} = {v}." for (a, op, b), v in zip(groups, values, strict=True)]
-    steps += [f"{totals[i]} {op} {values[i + 1]} = {totals[i + 1]}." for i, op in enumerate(outer)]
-    target = str(totals[-1])
-
-    i = rng.choice(slips)
-    a, op, b = groups[i]
-    slipped = [*groups[:i], (a, _flip(op), b), *groups[i + 1 :]]
-    wrong_values, wrong_totals = _evaluate(slipped, outer)
-    return Problem(
-        question=question,
-        target=target,
-        strong=" ".join([*steps, closing(target)]),
-        intermediate=_intermediate(values, outer, totals[-1]),
-        flawed=_intermediate(wrong_values, outer, wrong_totals[-1]),
-        size=2 * num_groups,
-    )
-
-
-# Column addition.
+def _column_work(a: int, b: int, *, running: bool, slip: int = -1) -> str:
+    """The numbers restated by column, then one line per column. `running` writes the answer so far
+    after each column (the strong teacher); without it the answer's digits are gathered silently at
+    the end (the intermediate teacher). Column `slip` gets its carry in wrong (forgotten, or added
+    where there is none) and the slip is carried to the answer."""
+    width = max(len(str(a)), len(str(b)))
+    steps = [f"{a}: {_named_digits(a, width)}. {b}: {_named_digits(b, width)}."]
+    carry, written = 0, ""
+    for column in range(width):
+        x, y = a // 10**column % 10, b // 10**column % 10
+        carry = 1 - carry if column == slip else carry
+        total = x + y + carry
+        written = str(total % 10) + written
+        steps.append(f"{COLUMNS[column]}: {x}+{y}+{carry}={total}" + (f" -> {written}." if running else "."))
+        carry = total // 10
+    if carry:
+        written = f"{carry}{written}"
+        steps.append(f"carry {carry} -> {written}." if running else f"carry {carry}.")
+    return " ".join([*steps, closing(written)])
 
 
 def explain_addition(a: int, b: int) -> str:
-    """The teacher's step-by-step response for `a + b`, ending in `So the answer is {a + b}.`"""
-    da, db = str(a)[::-1], str(b)[::-1]
-    steps, carry = [], 0
-    for i in range(max(len(da), len(db))):
-        x = int(da[i]) if i < len(da) else 0
-        y = int(db[i]) if i < len(db) else 0
-        total = x + y + carry
-        expr = f"{x}+{y}" + (f"+{carry}" if carry else "")
-        carry = total // 10
-        steps.append(f"{expr}={total}, write {total % 10}" + (f" carry {carry}." if carry else "."))
-    if carry:
-        steps.append(f"Write the last carry {carry}.")
-    steps.append(f"So the answer is {a + b}.")
-    return " ".join(steps)
+    """The strong teacher's response for `a + b`, ending in `So the answer is {a + b}.`"""
+    return _column_work(a, b, running=True)
 
 
 def addition_question(a: int, b: int) -> str:
     return f"What is {a} + {b}?"
 
 
-def _column_summary(total: int, columns: int) -> str:
-    digits = str(total)[::-1]
-    text = "The columns from the right give " + ", ".join(digits[:columns])
-    if len(digits) > columns:
-        text += f", then the last carry {digits[columns:][::-1]}"
-    return f"{text}. {closing(str(total))}"
-
-
 def make_addition(rng: random.Random, hard: bool) -> Problem:
-    """Train: two 3-digit numbers; hard: two 5-digit numbers."""
-    digits = 5 if hard else 3
-    a, b = (rng.randint(10 ** (digits - 1), 10**digits - 1) for _ in range(2))
-    carries = [i for i in range(digits) if a % 10 ** (i + 1) + b % 10 ** (i + 1) >= 10 ** (i + 1)]
-    # The slip: forgetting one carry (the next column misses it), or adding one where there is none.
-    column = rng.choice(carries) if carries else rng.randrange(digits - 1)
-    wrong = a + b + (-1 if carries else 1) * 10 ** (column + 1)
+    """Train: each number 2 to 5 digits; hard: both 5 digits."""
+    low, high = (5, 5) if hard else (2, 5)
+    a, b = (rng.randint(10 ** (n - 1), 10**n - 1) for n in (rng.randint(low, high), rng.randint(low, high)))
+    # The slip: a carry forgotten, or one added where there is none, in a column past the first.
+    columns = max(len(str(a)), len(str(b)))
+    carried = [i for i in range(1, columns) if a % 10**i + b % 10**i >= 10**i]
     return Problem(
         question=addition_question(a, b),
         target=str(a + b),
         strong=explain_addition(a, b),
-        intermediate=_column_summary(a + b, digits),
-        flawed=_column_summary(wrong, digits),
-        size=digits,
+        intermediate=_column_work(a, b, running=False),
+        flawed=_column_work(a, b, running=False, slip=rng.choice(carried or range(1, columns))),
+        size=columns,
     )
 
 
-MULTISTEP_ARITHMETIC = Family(
-    "multistep_arithmetic", make_multistep_arithmetic, "cot", "an integer, e.g. -3",
-    ("two brackets of two numbers in -9..9 (+ and -)", "three brackets"),
-    "multistep_arithmetic_two, with + and - only and two numbers per bracket",
+ADDITION = Family(
+    "addition", make_addition, "cot", "an integer",
+    ("numbers of 2 to 5 digits", "both numbers of 5 digits"),
+    "no BIG-Bench-Hard task (the arithmetic of multistep_arithmetic_two, one column at a time)",
 )  # fmt: skip
-ADDITION = Family("addition", make_addition, "cot", "an integer", ("3-digit operands", "5-digit operands"))

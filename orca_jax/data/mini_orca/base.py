@@ -31,6 +31,13 @@ SHORT_BEHAVIOURS = {
 }
 SYSTEM_MESSAGES = tuple(dict.fromkeys(SHORT_BEHAVIOURS.values()))
 
+# Every question, in training and in the harder held-out sets, fits one row of the study's runs
+# (configs/runs/mini_orca_explain.gin) with the strong teacher's whole response, the longest system
+# message, the Orca template, BOS and EOS, in the tokens of the data set's own tokenizer; the writer
+# checks it. A harder question then asks for more steps of the same method, never for generating
+# past the length the student was trained on.
+ROW_TOKENS = 256
+
 
 def closing(answer: str) -> str:
     """The sentence every response ends with; the evaluator reads the answer after "the answer is"."""
@@ -44,7 +51,7 @@ class Problem:
     strong: str  # GPT-4-like: every step, ending in closing(target)
     intermediate: str  # ChatGPT-like: skips steps, right, ending in closing(target)
     flawed: str  # ChatGPT-like with one plausible slip carried to a different answer, closing(wrong)
-    size: int  # what makes it harder: operands, objects, words or month ends crossed
+    size: int  # what makes it harder: digits, values or swaps
 
     @property
     def answer_only(self) -> str:

@@ -1,7 +1,18 @@
-"""Families about a few people: tracking shuffled objects (BIG-Bench-Hard's
-tracking_shuffled_objects, 3 objects; hard: 5) and logical deduction with ordering constraints
-(logical_deduction, 3 objects; hard: 5). Targets are option letters, "(A)".."(E)", with the options
-listed under "Options:" as BIG-Bench-Hard lists them."""
+"""Tracking shuffled objects, as BIG-Bench-Hard's tracking_shuffled_objects: who holds what after a
+series of swaps, target an option letter "(A)".."(E)" with the options listed under "Options:".
+
+The swaps are numbered, and the strong teacher restates everyone's object after each swap, so each
+line is the line before it with two objects exchanged, and the swap it applies is found by its number:
+
+    Ann has red, Bob has tan, Cal has blue. Swaps: 1. Ann-Bob, 2. Bob-Cal, 3. Ann-Cal. At the end, Bob has
+    Options:
+    (A) red
+    (B) tan
+    (C) blue
+
+    0. Ann red, Bob tan, Cal blue. 1. Ann-Bob: Ann tan, Bob red, Cal blue. 2. Bob-Cal: Ann tan, Bob blue,
+    Cal red. 3. Ann-Cal: Ann red, Bob blue, Cal tan. Bob has blue, (C) blue. So the answer is (C).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +20,11 @@ import random
 
 from orca_jax.data.mini_orca.base import Family, Problem, closing, letter, options_block
 
-# Short names and colours keep a 3-object question with its full explanation inside a 384-byte row.
+# Short names and colours keep a question with its full explanation inside the run's rows.
 NAMES = ("Ann", "Bob", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lou", "Max", "Ned")
-COLOURS = ("red", "tan", "blue", "pink", "gray", "gold", "teal", "lime", "navy", "jade", "rose", "plum")
-
-
-def _listing(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + f" and {names[-1]}"
-
-
-# Tracking shuffled objects.
+# Every name has three letters and every colour four, so each line of the strong teacher's answer
+# has the same length, and a person's object in the line before is always the same distance back.
+COLOURS = ("ruby", "sand", "blue", "pink", "gray", "gold", "teal", "lime", "navy", "jade", "rose", "plum")
 
 
 def _swap(state: dict[str, str], pair: tuple[str, str]) -> dict[str, str]:
@@ -36,110 +42,52 @@ def _history(start: dict[str, str], swaps: list[tuple[str, str]], skip: int = -1
     return states
 
 
-def _follow(who: str, swaps: list[tuple[str, str]], states: list[dict[str, str]], answer: str) -> str:
+def _follow(who: str, swaps: list[tuple[str, str]], states: list[dict[str, str]], option: str) -> str:
     """The intermediate teacher: only the asked person's object after each swap."""
     trail = ", ".join(f"{s[who]} after {a}-{b}" for (a, b), s in zip(swaps, states, strict=True))
-    return f"{who} has {trail}. {closing(answer)}"
+    return f"{who} has {trail}. {closing(option)}"
 
 
 def make_tracking(rng: random.Random, hard: bool) -> Problem:
-    """Train: 3 people and 3 swaps; hard: 5 people and 5 swaps."""
-    n = 5 if hard else 3
+    """Train: 3 people and 2 to 5 swaps; hard: 3 people and 5 swaps."""
+    n, num_swaps = 3, (5 if hard else rng.randint(2, 5))
     while True:
         names, colours = rng.sample(NAMES, n), rng.sample(COLOURS, n)
         start = dict(zip(names, colours, strict=True))
         swaps: list[tuple[str, str]] = []
-        while len(swaps) < n:
+        while len(swaps) < num_swaps:
             a, b = rng.sample(names, 2)
             if not swaps or {a, b} != set(swaps[-1]):  # an immediate swap back would undo the last
                 swaps.append((a, b))
         who = rng.choice(names)
         states = _history(start, swaps)
-        answer = f"({letter(colours.index(states[-1][who]))})"
-        slips = [i for i in range(n) if _history(start, swaps, skip=i)[-1][who] != states[-1][who]]
+        slips = [i for i in range(num_swaps) if _history(start, swaps, skip=i)[-1][who] != states[-1][who]]
         if slips:
             break
+
+    def option(colour: str) -> str:
+        return f"({letter(colours.index(colour))})"
+
     holdings = ", ".join(f"{p} has {c}" for p, c in start.items())
-    order = ", then ".join(f"{a}-{b}" for a, b in swaps)
+    order = ", ".join(f"{i + 1}. {a}-{b}" for i, (a, b) in enumerate(swaps))
     question = f"{holdings}. Swaps: {order}. At the end, {who} has\n{options_block(colours)}"
-    steps = [f"{a}-{b}: " + ", ".join(f"{p} {s[p]}" for p in names) + "."
-             for (a, b), s in zip(swaps, states, strict=True)]  # fmt: skip
+    lines = ["0. Start: " + ", ".join(f"{p} {c}" for p, c in start.items()) + "."]
+    lines += [f"{i + 1}. {a}-{b}: " + ", ".join(f"{p} {s[p]}" for p in names) + "."
+              for i, ((a, b), s) in enumerate(zip(swaps, states, strict=True))]  # fmt: skip
+    end = states[-1][who]
     wrong_states = _history(start, swaps, skip=rng.choice(slips))
-    wrong = f"({letter(colours.index(wrong_states[-1][who]))})"
     return Problem(
         question=question,
-        target=answer,
-        strong=" ".join([*steps, f"{who} has {states[-1][who]}.", closing(answer)]),
-        intermediate=_follow(who, swaps, states, answer),
-        flawed=_follow(who, swaps, wrong_states, wrong),
-        size=n,
-    )
-
-
-# Logical deduction.
-
-
-def _position(k: int, n: int) -> str:
-    if k == 0:
-        return "the leftmost"
-    if k == n - 1:
-        return "the rightmost"
-    if 2 * k == n - 1:
-        return "in the middle"
-    return "second from the left" if k == 1 else "second from the right"
-
-
-def _clue(left: str, right: str, rng: random.Random) -> str:
-    return f"{left} is left of {right}" if rng.random() < 0.5 else f"{right} is right of {left}"
-
-
-def make_logical_deduction(rng: random.Random, hard: bool) -> Problem:
-    """Train: 3 people and 2 clues; hard: 5 people and 4 clues. The clues name neighbours in the row,
-    so they fix the order; each clue after the first shares a person with an earlier one, so the
-    explanation grows the row one person at a time."""
-    n = 5 if hard else 3
-    listed = rng.sample(NAMES, n)
-    row = rng.sample(listed, n)
-    first = rng.randrange(n - 1)  # clue i says row[i] is left of row[i + 1]
-    order, low, high = [first], first, first
-    while len(order) < n - 1:
-        grow = [i for i in (low - 1, high + 1) if 0 <= i < n - 1]
-        i = rng.choice(grow)
-        order.append(i)
-        low, high = min(low, i), max(high, i)
-    clues = [_clue(row[i], row[i + 1], rng) for i in order]
-    k = rng.randrange(n)
-    who = row[k]
-    where = _position(k, n)
-    question = (f"{_listing(listed)} stand in a row. " + " ".join(c + "." for c in clues)
-                + f" Who is {where}?\n{options_block(listed)}")  # fmt: skip
-    steps, low, high = [], order[0], order[0] + 1
-    for i, clue in zip(order, clues, strict=True):
-        low, high = min(low, i), max(high, i + 1)
-        steps.append(f"{clue}: {' '.join(row[low : high + 1])}.")
-    answer = f"({letter(listed.index(who))})"
-    # The slip: two neighbours in the row swapped, one of them the asked position.
-    j = k + rng.choice([d for d in (-1, 1) if 0 <= k + d < n])
-    wrong_row = list(row)
-    wrong_row[k], wrong_row[j] = wrong_row[j], wrong_row[k]
-    wrong = f"({letter(listed.index(wrong_row[k]))})"
-    return Problem(
-        question=question,
-        target=answer,
-        strong=" ".join([*steps, f"{who} is {where}.", closing(answer)]),
-        intermediate=f"The order from the left is {' '.join(row)}. {who} is {where}. {closing(answer)}",
-        flawed=f"The order from the left is {' '.join(wrong_row)}. {wrong_row[k]} is {where}. {closing(wrong)}",
-        size=n,
+        target=option(end),
+        strong=" ".join([*lines, f"{who} has {end}, {option(end)} {end}.", closing(option(end))]),
+        intermediate=_follow(who, swaps, states, option(end)),
+        flawed=_follow(who, swaps, wrong_states, option(wrong_states[-1][who])),
+        size=num_swaps,
     )
 
 
 TRACKING_SHUFFLED_OBJECTS = Family(
-    "tracking_shuffled_objects", make_tracking, "flan", 'an option letter, "(A)".."(E)"',
-    ("3 people, 3 swaps", "5 people, 5 swaps"),
-    "tracking_shuffled_objects_three_objects (hard: five_objects), with colours and short names",
-)  # fmt: skip
-LOGICAL_DEDUCTION = Family(
-    "logical_deduction", make_logical_deduction, "flan", 'an option letter, "(A)".."(E)"',
-    ("3 people, 2 clues", "5 people, 4 clues"),
-    "logical_deduction_three_objects (hard: five_objects), with left-of clues between neighbours",
+    "tracking_shuffled_objects", make_tracking, "flan", 'an option letter, "(A)".."(C)"',
+    ("3 people, 2 to 5 swaps", "3 people, 5 swaps"),
+    "tracking_shuffled_objects_three_objects, with numbered swaps, colours and short names",
 )  # fmt: skip

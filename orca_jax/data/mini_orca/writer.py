@@ -8,19 +8,20 @@ import os
 import random
 from collections.abc import Sequence
 
-from orca_jax.data.mini_orca.arithmetic import ADDITION, MULTISTEP_ARITHMETIC
-from orca_jax.data.mini_orca.base import Family, Problem
-from orca_jax.data.mini_orca.dates import DATE_ARITHMETIC
-from orca_jax.data.mini_orca.logic import BOOLEAN_EXPRESSIONS
-from orca_jax.data.mini_orca.people import LOGICAL_DEDUCTION, TRACKING_SHUFFLED_OBJECTS
-from orca_jax.data.mini_orca.words import WORD_SORTING
+import sentencepiece as spm
+
+from orca_jax.data.mini_orca.arithmetic import ADDITION
+from orca_jax.data.mini_orca.base import ROW_TOKENS, SYSTEM_MESSAGES, Family, Problem
+from orca_jax.data.mini_orca.logic import BOOLEAN_EXPRESSIONS, WEB_OF_LIES
+from orca_jax.data.mini_orca.people import TRACKING_SHUFFLED_OBJECTS
+from orca_jax.data.mini_orca.tokenizer import VOCAB_SIZE, train_tokenizer
 from orca_jax.data.records import OrcaRecord, write_jsonl
+from orca_jax.data.templates import get_template
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    MULTISTEP_ARITHMETIC, BOOLEAN_EXPRESSIONS, TRACKING_SHUFFLED_OBJECTS, LOGICAL_DEDUCTION, DATE_ARITHMETIC,
-    WORD_SORTING, ADDITION,
+    ADDITION, BOOLEAN_EXPRESSIONS, TRACKING_SHUFFLED_OBJECTS, WEB_OF_LIES,
 )}  # fmt: skip
-DEFAULT_FAMILIES = tuple(name for name in FAMILIES if name != "addition")
+DEFAULT_FAMILIES = ("addition", "boolean_expressions", "web_of_lies")
 TEACHERS = ("strong", "intermediate", "answer_only")
 TEACHER_NOTES = {
     "strong": "GPT-4-like: every step, ending in 'So the answer is X.'",
@@ -53,11 +54,23 @@ def draw(family: Family, rng: random.Random, count: int, *, hard: bool, exclude:
     return problems
 
 
+def check_rows(tokenizer: str, problems: dict[str, list[Problem]]) -> None:
+    """Every problem fits a row of ROW_TOKENS with the longest system message (base.ROW_TOKENS)."""
+    vocab = spm.SentencePieceProcessor(model_file=tokenizer)
+    longest = len(vocab.encode(get_template("orca").prompt(max(SYSTEM_MESSAGES, key=len), "")))
+    for name, items in problems.items():
+        for p in items:
+            tokens = longest + len(vocab.encode(p.question)) + len(vocab.encode(p.strong)) + 2  # BOS, EOS
+            if tokens > ROW_TOKENS:
+                raise ValueError(f"{name}: a question with its explanation takes {tokens} tokens, over the "
+                                 f"{ROW_TOKENS} of a row: {p.question!r}")  # fmt: skip
+
+
 def write_mini_orca(
     out_dir: str,
     *,
-    num_train: int = 2000,
-    num_heldout: int = 50,
+    num_train: int = 10000,
+    num_heldout: int = 100,
     num_hard: int | None = None,
     families: Sequence[str] = DEFAULT_FAMILIES,
     intermediate_error_rate: float = 0.2,
@@ -76,6 +89,7 @@ def write_mini_orca(
     heldout: list[OrcaRecord] = []
     bbh: dict[str, list[Problem]] = {}
     bbh_hard: dict[str, list[Problem]] = {}
+    drawn: dict[str, list[Problem]] = {}  # every problem of each family, for the row check
     report = {}
     for name in families:
         family = FAMILIES[name]
@@ -84,6 +98,7 @@ def write_mini_orca(
         bbh[name] = draw(family, stream(seed, name, "heldout"), num_heldout, hard=False, exclude=seen)
         bbh_hard[name] = draw(family, stream(seed, name, "hard"), num_hard, hard=True, exclude=seen)
         problems = draw(family, stream(seed, name, "train"), num_train, hard=False, exclude=seen)
+        drawn[name] = problems + bbh[name] + bbh_hard[name]
         wrong = set(stream(seed, name, "errors").sample(range(num_train), round(intermediate_error_rate * num_train)))
         for i, p in enumerate(problems):
             record_id = f"mini_orca.{name}.train.{i}"
@@ -129,6 +144,14 @@ def write_mini_orca(
             examples = [{"input": p.question, "target": p.target} for p in problems]
             with open(path, "w", encoding="utf-8") as f:
                 json.dump({"examples": examples}, f, indent=1, ensure_ascii=False)
+    # The student's vocabulary, fitted to what the runs tokenize: prompts in the Orca template, and
+    # every teacher's responses, as the training pipeline tokenizes them (apart).
+    paths["tokenizer"] = os.path.join(out_dir, "tokenizer.model")
+    orca = get_template("orca")
+    texts = [text for teacher in TEACHERS for r in train[teacher]
+             for text in (orca.prompt(r.system_prompt, r.question), r.response)]  # fmt: skip
+    train_tokenizer(texts, paths["tokenizer"])
+    check_rows(paths["tokenizer"], drawn)
     paths["manifest"] = os.path.join(out_dir, "manifest.json")
     manifest = {
         "generator": "orca-data generate-mini (orca_jax.data.mini_orca)",
@@ -142,6 +165,8 @@ def write_mini_orca(
         },  # fmt: skip
         "sizes_are": "per family",
         "teachers": TEACHER_NOTES,
+        "tokenizer": f"SentencePiece BPE, at most {VOCAB_SIZE} pieces, fitted to the prompts and responses of the "
+        "three training files (orca_jax/data/mini_orca/tokenizer.py)",
         "files": {k: os.path.relpath(v, out_dir) for k, v in paths.items()},
         "families": report,
     }
