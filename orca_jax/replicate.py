@@ -149,8 +149,15 @@ def baselines(data_dir: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def average_baseline(base: dict, suite: str, families: list[str]) -> dict[str, float]:
+    """The baselines of a suite's average accuracy: the mean of its families' baselines."""
+    return {k: float(np.mean([base.get(f"{suite}/{f}", {}).get(k, 0.0) for f in families]))
+            for k in ("commonest", "uniform")}  # fmt: skip
+
+
 def summarize(metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict[str, float]]]:
-    """student -> metric -> {mean, std, n, seeds} over seeds, for every accuracy and parsed-rate metric."""
+    """student -> metric -> {mean, std, n, seeds} over seeds, for every accuracy and parsed-rate metric
+    and the held-out loss on the strong teacher's responses."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for student, by_seed in metrics.items():
         if not by_seed:
@@ -158,7 +165,7 @@ def summarize(metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, dict[s
         keys = sorted(set.intersection(*(set(m) for m in by_seed.values())))
         out[student] = {}
         for key in keys:
-            if key.endswith(("/accuracy", "/average", "/parsed", "/average_parsed")):
+            if key.endswith(("/accuracy", "/average", "/parsed", "/average_parsed")) or key == "heldout/loss":
                 values = [float(by_seed[s][key]) for s in sorted(by_seed)]
                 out[student][key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
                                      "seeds": values}  # fmt: skip
@@ -211,18 +218,23 @@ def markdown_report(summary: dict, base: dict, compute: dict, command: str, wall
             cells = [pct(summary[s].get(f"{suite}/{family}/accuracy")) for s in students]
             lines.append(f"| {family} | {100 * b.get('commonest', 0):.0f} | {100 * b.get('uniform', 0):.0f} | "
                          + " | ".join(cells) + " |")  # fmt: skip
-        mean_base = [
-            np.mean([base.get(f"{suite}/{f}", {}).get(k, 0) for f in families]) for k in ("commonest", "uniform")
-        ]
+        mean_base = average_baseline(base, suite, families)
         cells = [f"**{pct(summary[s].get(f'{suite}/average'))}**" for s in students]
         lines.append(
-            f"| **average** | {100 * mean_base[0]:.0f} | {100 * mean_base[1]:.0f} | " + " | ".join(cells) + " |"
+            f"| **average** | {100 * mean_base['commonest']:.0f} | {100 * mean_base['uniform']:.0f} | "
+            + " | ".join(cells)
+            + " |"
         )
         parsed = [summary[s].get(f"{suite}/average_parsed") for s in students]
         lines.append(
             "| answers parsed | | | " + " | ".join(f"{100 * p['mean']:.1f}" if p else "-" for p in parsed) + " |"
         )
         lines.append("")
+    losses = [summary[s].get("heldout/loss") for s in students]
+    if any(losses):
+        lines += ["Held-out loss on the strong teacher's responses (how well each student writes the explanations): "
+                  + ", ".join(f"{LABELS[s]} {v['mean']:.3f}" for s, v in zip(students, losses, strict=True) if v) + ".",
+                  ""]  # fmt: skip
     lines += ["## The claims, as measured", "", *bar_lines(summary), "", "## Compute (per student and seed)", "",
               "| student | steps | token slots | questions seen |", "|---|---|---|---|"]  # fmt: skip
     for s in students:
@@ -249,6 +261,8 @@ def compare(model_dir: str, results: str) -> str:
         mine = json.load(f)
     with open(path) as f:
         study = json.load(f)
+    if not {"summary", "baselines", "seeds", "steps"} <= set(study):
+        raise UserError(f"{path}: not a study this orca_jax wrote (no summary or baselines); run `make replicate`")
     summary, base = study["summary"], study["baselines"]
     students = [s for s in STUDENTS if s in summary]
     seeds = ", ".join(map(str, study["seeds"]))
@@ -262,13 +276,14 @@ def compare(model_dir: str, results: str) -> str:
         rows = []
         for family in [*families, "average"]:
             key = f"{suite}/{family}/accuracy" if family != "average" else f"{suite}/average"
-            b = base.get(f"{suite}/{family}")
+            b = base.get(f"{suite}/{family}") or average_baseline(base, suite, families)
             mine_v = f"{100 * mine[key]:.1f}" if key in mine else "-"
             baseline = [f"{100 * b['commonest']:.0f}", f"{100 * b['uniform']:.0f}"] if b else ["", ""]
             rows.append([family, mine_v, *(pct(summary[s].get(key)) for s in students), *baseline])
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
         lines += ["", f"{title} ({suite}), accuracy %:"]
-        lines += ["  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [head, *rows]]
+        lines += [("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))).rstrip()
+                  for r in [head, *rows]]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ def test_summary_is_mean_and_spread_over_seeds_and_the_report_shows_it():
     summary = replicate.summarize(runs)
     assert summary["explain"]["mini_orca/average"] == {
         "mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 2, "seeds": [0.8, 0.6]}  # fmt: skip
-    assert "heldout/loss" not in summary["explain"]
+    assert summary["explain"]["heldout/loss"]["mean"] == pytest.approx(0.3) and "step" not in summary["explain"]
     base = {"mini_orca/sums": {"commonest": 0.02, "uniform": 0.0}, "mini_orca_hard/sums": {"commonest": 0.5,
                                                                                           "uniform": 0.5}}  # fmt: skip
     compute = {"explain": {0: {"steps": 4, "token_slots": 100, "questions": 7}, 1: {"steps": 4, "token_slots": 100,
@@ -40,6 +40,7 @@ def test_summary_is_mean_and_spread_over_seeds_and_the_report_shows_it():
     assert "## harder variants (mini_orca_hard)" in report and "10.0 minutes" in report
     assert "explanations - answer-only = +60.0 points; lowest explanation seed 60.0%, highest answer-only seed 10.0%" \
         in report  # fmt: skip
+    assert "Held-out loss on the strong teacher's responses" in report and "explanations 0.300" in report
     assert "| explanations | 4 | 100 | 7-9 |" in report and "| answer-only | 4 | 100 | 30 |" in report
 
 
