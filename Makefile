@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/orca-train --gin_file=configs/runs/mini_orca.gin --gin.MODEL_DIR=$(DEMO_DIR)/model --gin.DATA_DIR=$(DEMO_DIR)/data
 	$(BIN)/orca-eval --gin_file=configs/runs/eval_mini.gin --gin.CHECKPOINT_DIR=$(DEMO_DIR)/model --gin.DATA_DIR=$(DEMO_DIR)/data
 	@echo
-	$(BIN)/python -m orca_jax.replicate --compare $(DEMO_DIR)/model --results results
+	$(BIN)/python -m orca_jax.cli.replicate --compare $(DEMO_DIR)/model --results results
 	@echo
 	@echo "Where everything went:"
 	@echo "  data          $(DEMO_DIR)/data/train_{strong,intermediate,answer_only}.jsonl, heldout.jsonl, bbh/, bbh_hard/,"
@@ -40,7 +40,7 @@ demo: $(STAMP)
 # The mini-Orca study: three students (answer-only, explanations, progressive) x 3 seeds, trained and
 # evaluated with the binaries; writes results/mini_orca.{md,json,png}. About 45 minutes on 2 cores.
 replicate: $(STAMP)
-	$(BIN)/python -m orca_jax.replicate --seeds 0,1,2 --work replicate_runs --results results
+	$(BIN)/python -m orca_jax.cli.replicate --seeds 0,1,2 --work replicate_runs --results results
 
 # The tests also compile for real TPU topologies on this CPU, through libtpu (the `tpu` extra).
 $(TPU_STAMP): $(STAMP)

@@ -27,6 +27,7 @@ EXTRAS_REQUIRE = {
     # mistral-common ships Mistral-7B's SentencePiece model, a real LLaMA-style vocabulary for tests.
     "test": [
         "pytest==9.2.0",
+        "pytest-xdist==3.8.0",  # make test runs the suite in two processes (the machine's two cores)
         "ruff==0.17.6",
         "torch==2.13.0",
         "transformers==5.24.0",
@@ -50,12 +51,12 @@ setup(
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
-            "orca-train=orca_jax.train:main",
-            "orca-eval=orca_jax.eval:main",
-            "orca-data=orca_jax.data.cli:main",
-            "orca-import-hf=orca_jax.import_hf:main",
-            "orca-export=orca_jax.export:main",
-            "orca-compile=orca_jax.compile:main",
+            "orca-train=orca_jax.cli.train:main",
+            "orca-eval=orca_jax.cli.eval:main",
+            "orca-data=orca_jax.cli.data:main",
+            "orca-import-hf=orca_jax.cli.import_hf:main",
+            "orca-export=orca_jax.cli.export:main",
+            "orca-compile=orca_jax.cli.compile:main",
         ]
     },
 )

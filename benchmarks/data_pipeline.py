@@ -3,7 +3,7 @@
     python benchmarks/data_pipeline.py            # 20,000 OpenOrca-like records, Mistral's tokenizer, rows of 2048
 
 Writes synthetic OpenOrca-format JSONL (text of real SentencePiece words, lengths log-normal with a
-median of about 300 tokens), then times `orca_jax.data.tasks.host_batches` over it exactly as
+median of about 300 tokens), then times `orca_jax.data.pipeline.host_batches` over it exactly as
 orca-train builds it (best-fit packing, Orca template, strict validation inside the pipeline).
 Prints one JSON line: tokens/s (non-padding tokens in the packed rows) and tokens/s per CPU core of
 this machine. Needs the `test` extra (mistral-common ships the tokenizer).
@@ -45,7 +45,8 @@ def main() -> None:
     args = p.parse_args()
     import mistral_common
 
-    from orca_jax.data.tasks import DataConfig, FileSet, host_batches
+    from orca_jax.data.config import DataConfig, FileSet
+    from orca_jax.data.pipeline import host_batches
 
     tokenizer = os.path.join(os.path.dirname(mistral_common.__file__), "data", "tokenizer.model.v1")
     folder = tempfile.mkdtemp()

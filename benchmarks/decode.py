@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from orca_jax.model import hf
+from orca_jax.checkpoints import hf
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.decode import generate, prepare
 from orca_jax.model.llama import Decoder, init_params

@@ -7,7 +7,7 @@ For each config, one after the other on the same machine: the orca_jax train ste
 orca-train runs: forward, backward, AdamW, fp32), then the same model and optimizer in PyTorch
 (transformers' LlamaForCausalLM, torch.optim.AdamW, fp32, the same threads), on the same random
 token rows. MFU is against this CPU's fp32 matmul peak, measured first in the same run (the best of
-a 2048^3 matmul in JAX, PyTorch and NumPy). FLOPs per token as in orca_jax/training/flops.py.
+a 2048^3 matmul in JAX, PyTorch and NumPy). FLOPs per token as in orca_jax/model/flops.py.
 Prints one JSON line per config and implementation; orca_jax's line has `ratio_vs_pytorch`.
 Needs the `test` extra (torch, transformers).
 """
@@ -21,10 +21,10 @@ import time
 import jax
 import numpy as np
 
+from orca_jax.model import flops
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
-from orca_jax.training import flops
 from orca_jax.training import step as step_lib
 from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 

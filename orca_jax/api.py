@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from orca_jax import bundle
+from orca_jax.checkpoints import bundle
 from orca_jax.data.templates import get_template
+from orca_jax.data.vocab import DEFAULT_EOS_ID
 from orca_jax.model.decode import generate, prepare
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
@@ -71,7 +72,7 @@ class LoadedModel:
             eos = vocab.eos_id
         else:
             token_prompts = [list(map(int, p)) for p in prompts]
-            eos = self.bundle.vocabulary().eos_id if self.bundle.vocabulary_spec else 2
+            eos = self.bundle.vocabulary().eos_id if self.bundle.vocabulary_spec else DEFAULT_EOS_ID
         with sharding.use_mesh(self.mesh):
             model = self.bundle.model
             out = generate(
@@ -85,8 +86,10 @@ class LoadedModel:
 
 def load(path: str, *, step: int | None = None, dtype: str = "", mesh_config: MeshConfig = MeshConfig()) -> LoadedModel:
     """The model in `path`: an orca_jax run (latest checkpoint, or `step`), a parameters-only export,
-    an `orca-import-hf` output, or a Hugging Face LLaMA / Mistral folder. `dtype` ("float32",
-    "bfloat16") overrides the compute dtype the model was configured with."""
+    an `orca-import-hf` output, or a Hugging Face LLaMA / Mistral folder. The model computes in the
+    dtype its source says: a run's ModelConfig, an import's imported dtype, or a Hugging Face
+    folder's weights' dtype (so an fp32 Llama gives transformers' fp32 logits). `dtype` ("float32",
+    "bfloat16") overrides that compute dtype; the parameters stay as stored."""
     mesh = sharding.make_mesh(mesh_config, jax.local_devices())
     with sharding.use_mesh(mesh):
         return LoadedModel(bundle.load(path, mesh, step=step, compute_dtype=dtype), mesh)

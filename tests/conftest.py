@@ -1,9 +1,19 @@
-"""Tests run on 8 virtual CPU devices, set here before JAX initializes its backend."""
+"""Tests run on 8 virtual CPU devices, set here before JAX initializes its backend.
+
+Compiled programs go to a persistent cache (REPO/.jax_cache, or $JAX_COMPILATION_CACHE_DIR) that the
+binaries the tests start as subprocesses share through the environment: the suite compiles the same
+small programs in many tests and processes, and each is compiled once per machine. The cache is
+keyed by the program, JAX's version and the compiler's flags, so a stale entry is never used.
+"""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the tests' programs are small
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -9,9 +9,9 @@ from orca_jax.errors import ConfigError
 from orca_jax.model import attention
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder
+from orca_jax.model.loss import token_losses
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig, strip_axis_names
-from orca_jax.training.step import token_losses
 
 
 def packed_inputs(batch=2, length=256, heads=4, kv_heads=2, head_size=32, seed=0):

@@ -1,10 +1,12 @@
 """The three commands end to end on a tiny setting, and clear errors (no traceback, exit 2) for bad input."""
 
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -26,13 +28,29 @@ def run(module, *args, cwd=REPO):
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("XLA_FLAGS", None)
     return subprocess.run(
-        [sys.executable, "-m", f"orca_jax.{module}", *args],
+        [sys.executable, "-m", f"orca_jax.cli.{module}", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+@pytest.fixture
+def call(capsys):
+    """A binary's main() in this process, as its console script calls it: the error paths need no new
+    interpreter (the end-to-end tests run the real processes)."""
+
+    def call_main(module, *args):
+        main = importlib.import_module(f"orca_jax.cli.{module}").main
+        with pytest.raises(SystemExit) as stopped:
+            main([a.replace("configs/", f"{REPO}/configs/", 1) if a.startswith("--gin_file=configs/") else a
+                  for a in args])  # fmt: skip
+        out = capsys.readouterr()
+        return types.SimpleNamespace(returncode=stopped.value.code, stdout=out.out, stderr=out.err)
+
+    return call_main
 
 
 def assert_clean_error(result, *fragments):
@@ -96,37 +114,8 @@ def test_generate_train_eval_end_to_end(data_dir, tmp_path):
     assert rows and {"task", "input", "target", "generation", "answer", "correct"} <= set(rows[0])
 
 
-@pytest.mark.slow
-def test_resume_replays_the_same_losses(data_dir, tmp_path):
-    """Four steps straight equal two steps, a restart, and two more (state and data order restored)."""
-
-    def train(model_dir, steps):
-        result = run(
-            "train",
-            "--gin_file=configs/runs/mini_orca.gin",
-            f"--gin.MODEL_DIR={model_dir}",
-            f"--gin.DATA_DIR={data_dir}",
-            f"--gin.NUM_STEPS={steps}",
-            *TINY,
-            "--gin.TrainConfig.log_every=1",
-            "--gin.OptimizerConfig.warmup_steps=1",
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result
-
-    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
-    train(straight, 4)
-    train(split, 2)
-    assert "resuming from" in train(split, 4).stdout
-
-    def losses(d):
-        return [(m["step"], m["loss"]) for m in map(json.loads, open(os.path.join(d, "metrics.jsonl")))]
-
-    assert losses(straight) == losses(split)
-
-
-def test_missing_data_file(tmp_path):
-    result = run(
+def test_missing_data_file(tmp_path, call):
+    result = call(
         "train",
         "--gin_file=configs/runs/mini_orca.gin",
         f"--gin.MODEL_DIR={tmp_path / 'm'}",
@@ -137,7 +126,7 @@ def test_missing_data_file(tmp_path):
     assert_clean_error(result, "nothing_here/tokenizer.model", "no such SentencePiece model file", "generate-mini")
 
 
-def test_malformed_jsonl_line(data_dir, tmp_path):
+def test_malformed_jsonl_line(data_dir, tmp_path, call):
     bad = tmp_path / "bad"
     bad.mkdir()
     lines = open(os.path.join(data_dir, "train_strong.jsonl")).read().splitlines()
@@ -145,15 +134,16 @@ def test_malformed_jsonl_line(data_dir, tmp_path):
     (bad / "train_strong.jsonl").write_text("\n".join(lines) + "\n")
     (bad / "heldout.jsonl").write_text(open(os.path.join(data_dir, "heldout.jsonl")).read())
     shutil.copy(os.path.join(data_dir, "tokenizer.model"), bad / "tokenizer.model")
-    result = run(
+    result = call(
         "train",
         "--gin_file=configs/runs/mini_orca.gin",
         f"--gin.MODEL_DIR={tmp_path / 'm'}",
         f"--gin.DATA_DIR={bad}",
         *TINY,
+        "--gin.TrainConfig.batch_size=8",  # this process has 8 devices
     )
     assert_clean_error(result, "train_strong.jsonl:3:", "not valid JSON")
-    result = run("data", "validate", str(bad / "train_strong.jsonl"))
+    result = call("data", "validate", str(bad / "train_strong.jsonl"))
     assert_clean_error(result, "train_strong.jsonl:3:")
 
 
@@ -165,24 +155,64 @@ def test_malformed_jsonl_line(data_dir, tmp_path):
         ("--gin.NoSuchThing.x=1", ["NoSuchThing"]),
     ],
 )
-def test_unknown_gin_binding(binding, fragments, tmp_path):
-    result = run("train", "--gin_file=configs/runs/mini_orca.gin", f"--gin.MODEL_DIR={tmp_path / 'm'}", binding)
+def test_unknown_gin_binding(binding, fragments, tmp_path, call):
+    result = call("train", "--gin_file=configs/runs/mini_orca.gin", f"--gin.MODEL_DIR={tmp_path / 'm'}", binding)
     assert_clean_error(result, *fragments)
     assert not os.path.exists(tmp_path / "m")  # nothing written before the config is known to be good
 
 
-def test_required_macro_bad_flag_and_missing_gin_file(tmp_path):
-    assert_clean_error(run("train", "--gin_file=configs/runs/mini_orca.gin"), "MODEL_DIR", "--gin.MODEL_DIR=")
-    assert_clean_error(run("train", "--gin_file=configs/runs/mini_orca.gin", "--stepz=3"), "unknown flag '--stepz=3'")
-    assert_clean_error(run("train", "--gin_file=configs/runs/nope.gin"), "nope.gin: no such gin file")
+def test_required_macro_bad_flag_and_missing_gin_file(tmp_path, call):
+    assert_clean_error(call("train", "--gin_file=configs/runs/mini_orca.gin"), "MODEL_DIR", "--gin.MODEL_DIR=")
+    assert_clean_error(call("train", "--gin_file=configs/runs/mini_orca.gin", "--stepz=3"), "unknown flag '--stepz=3'")
+    assert_clean_error(call("train", "--gin_file=configs/runs/nope.gin"), "nope.gin: no such gin file")
 
 
-def test_eval_without_checkpoints(tmp_path):
-    result = run("eval", "--gin_file=configs/runs/eval_mini.gin", f"--gin.CHECKPOINT_DIR={tmp_path / 'empty'}")
+def test_eval_without_checkpoints(tmp_path, call):
+    result = call("eval", "--gin_file=configs/runs/eval_mini.gin", f"--gin.CHECKPOINT_DIR={tmp_path / 'empty'}")
     assert_clean_error(result, "empty", "no checkpoints folder")
 
 
-def test_generate_mini_refuses_a_non_empty_folder(tmp_path):
+def test_generate_mini_refuses_a_non_empty_folder(tmp_path, call):
     (tmp_path / "keep.txt").write_text("mine")
-    assert_clean_error(run("data", "generate-mini", "--out", str(tmp_path)), "not empty", "--overwrite")
+    assert_clean_error(call("data", "generate-mini", "--out", str(tmp_path)), "not empty", "--overwrite")
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def write_tiny_hf_llama(folder, dtype):
+    """A 1-layer LLaMA folder as transformers saves one (config.json + model.safetensors), in `dtype`."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from orca_jax.checkpoints import hf
+    from orca_jax.model.config import ModelConfig
+
+    cfg = ModelConfig(vocab_size=64, d_model=16, num_layers=1, num_heads=2, mlp_dim=32, tie_embeddings=True)
+    layer = {"self_attn.q_proj": (16, 16), "self_attn.k_proj": (16, 16), "self_attn.v_proj": (16, 16),
+             "self_attn.o_proj": (16, 16), "mlp.gate_proj": (32, 16), "mlp.up_proj": (32, 16),
+             "mlp.down_proj": (16, 32), "input_layernorm": (16,), "post_attention_layernorm": (16,)}  # fmt: skip
+    shapes = {f"model.layers.0.{name}.weight": shape for name, shape in layer.items()}
+    shapes |= {"model.embed_tokens.weight": (64, 16), "model.norm.weight": (16,)}
+    rng = np.random.default_rng(0)
+    save_file({n: rng.normal(size=s).astype(dtype) for n, s in shapes.items()}, str(folder / "model.safetensors"))
+    config = hf.config_to_hf(cfg, bos_id=1, eos_id=2, torch_dtype=np.dtype(dtype).name)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_import_then_export_keeps_the_source_dtype_and_bytes(tmp_path):
+    import ml_dtypes
+
+    from orca_jax.checkpoints import hf
+
+    (hf_dir := tmp_path / "hf").mkdir()
+    write_tiny_hf_llama(hf_dir, ml_dtypes.bfloat16)
+    ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "out")
+    imported = run("import_hf", "--hf_dir", str(hf_dir), "--out", ckpt)
+    assert imported.returncode == 0 and "parameters (bfloat16)" in imported.stdout, imported.stderr[-2000:]
+    exported = run("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out)
+    assert exported.returncode == 0 and "as hf (bfloat16)" in exported.stdout, exported.stderr[-2000:]
+    source, written = hf.SafetensorsFolder(str(hf_dir)), hf.SafetensorsFolder(out)
+    assert written.names() == source.names()
+    for name in source.names():
+        a, b = source.get(name), written.get(name)
+        assert (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes()), name
+    assert_clean_error(run("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out), "not empty")

@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from orca_jax.data import collect, teacher_client
-from orca_jax.data.cli import main
-from orca_jax.data.mini_orca import addition_question, explain_addition
+from orca_jax.cli.data import main
+from orca_jax.datagen import collect, teacher_client
+from orca_jax.datagen.mini_orca import addition_question, explain_addition
 from orca_jax.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +200,7 @@ def test_collect_survives_every_fault(teacher, tmp_path, monkeypatch, capsys):
 
 
 def collector(teacher, queries, out, env):
-    return subprocess.Popen([sys.executable, "-m", "orca_jax.data.cli", "collect", "--base_url", teacher.url,
+    return subprocess.Popen([sys.executable, "-m", "orca_jax.cli.data", "collect", "--base_url", teacher.url,
                              "--in", str(queries), "--out", str(out), *ARGS],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
@@ -242,7 +242,7 @@ def test_api_key_comes_from_the_environment_only(teacher, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
 
     def run(*args, env=env):
-        cmd = [sys.executable, "-m", "orca_jax.data.cli", "collect", "--model", "m", "--in", str(queries), *args]
+        cmd = [sys.executable, "-m", "orca_jax.cli.data", "collect", "--model", "m", "--in", str(queries), *args]
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
     # A remote endpoint without a key: refused before any request.

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from orca_jax import compile as orca_compile
+from orca_jax.cli import compile as orca_compile
 from orca_jax.errors import ConfigError, UserError
 from orca_jax.parallel import topology, xla_cost
 

@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orca_jax import gin_cli
+from orca_jax.cli import gin_flags
+from orca_jax.data.config import DataConfig, FileSet
+from orca_jax.data.pipeline import host_batches
 from orca_jax.data.records import OrcaRecord, write_jsonl
-from orca_jax.data.tasks import DataConfig, FileSet, host_batches
 
 N = 300
 
@@ -39,12 +40,12 @@ def load_data_config(name, macros):
     def data(config):
         return config
 
-    configured = gin_cli.register(
-        {"DataConfig": DataConfig, "FileSet": FileSet, "path_join": gin_cli.path_join, "data_of": data}
+    configured = gin_flags.register(
+        {"DataConfig": DataConfig, "FileSet": FileSet, "path_join": gin_flags.path_join, "data_of": data}
     )["data_of"]
     gin.clear_config()
-    gin.parse_config_file(os.path.join(gin_cli.CONFIGS_DIR, "data", f"{name}.gin"))
-    gin.parse_config([f"{k} = {gin_cli.gin_value(str(v))}" for k, v in macros.items()])
+    gin.parse_config_file(os.path.join(gin_flags.CONFIGS_DIR, "data", f"{name}.gin"))
+    gin.parse_config([f"{k} = {gin_flags.gin_value(str(v))}" for k, v in macros.items()])
     gin.parse_config("data_of.config = %DATA")
     config = configured()
     gin.clear_config()

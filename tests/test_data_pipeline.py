@@ -9,9 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from orca_jax.data import records, system_messages
-from orca_jax.data.records import OrcaRecord
-from orca_jax.data.tasks import REJECT_REASONS, DataConfig, FileSet, host_batches, validate_files
+from orca_jax.data.config import DataConfig, FileSet
+from orca_jax.data.pipeline import host_batches
+from orca_jax.data.records import REJECT_REASONS, OrcaRecord
 from orca_jax.data.templates import TEMPLATES, get_template
+from orca_jax.data.validation import validate_files
 from orca_jax.data.vocab import ID_OFFSET, AddedTokensVocabulary, ByteVocabulary, make_vocabulary
 from orca_jax.errors import ConfigError, DataError
 
@@ -252,7 +254,7 @@ def test_tfds_builder_splits_by_id_hash_and_feeds_the_pipeline(tmp_path):
 
 
 def test_orca_data_stats_and_validate(tmp_path, capsys):
-    from orca_jax.data.cli import main
+    from orca_jax.cli.data import main
 
     path = tmp_path / "r.jsonl"
     records.write_jsonl(str(path), RECORDS)

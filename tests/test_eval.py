@@ -10,13 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from orca_jax import eval as eval_binary
+from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir, mark_finished
+from orca_jax.cli import eval as eval_binary
 from orca_jax.errors import DataError
-from orca_jax.evaluation import benchmarks, evaluator, follow, scoring
+from orca_jax.evaluation import evaluator, follow, responses, suites
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder, init_params
 from orca_jax.parallel import sharding
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir, mark_finished
 
 TINY = ModelConfig(vocab_size=260, d_model=32, num_layers=1, num_heads=2, num_kv_heads=2, mlp_dim=64)
 
@@ -72,43 +72,43 @@ def agieval_dir(tmp_path):
 
 def test_bbh_reader_requires_every_task_and_names_bad_files(tmp_path, task_dir):
     with pytest.raises(DataError, match="missing boolean_expressions.json"):
-        benchmarks.read_bbh(task_dir)
-    examples = benchmarks.read_task_folder(task_dir, "mine")
+        suites.read_bbh(task_dir)
+    examples = suites.read_task_folder(task_dir, "mine")
     by_task = {ex.task: ex for ex in reversed(examples)}  # each task's first example
     assert by_task["mine/colors"].form == "choice" and by_task["mine/colors"].options == (("A", "blue"), ("B", "table"))
     assert by_task["mine/yes"].form == "yes_no" and by_task["mine/sums"].form == "number"
     (tmp_path / "tasks" / "broken.json").write_text('{"examples": [\n{"input": "x", "target": 3}]}')
     with pytest.raises(DataError, match=r"broken.json: examples\[0\]: needs string fields"):
-        benchmarks.read_task_folder(task_dir, "mine")
+        suites.read_task_folder(task_dir, "mine")
     (tmp_path / "tasks" / "broken.json").write_text('{"examples": [\n{"input": ')
     with pytest.raises(DataError, match=r"broken.json:2: not valid JSON"):
-        benchmarks.read_task_folder(task_dir, "mine")
+        suites.read_task_folder(task_dir, "mine")
     with pytest.raises(DataError, match="no such folder"):
-        benchmarks.read_task_folder(str(tmp_path / "nope"), "mine")
+        suites.read_task_folder(str(tmp_path / "nope"), "mine")
 
 
 def test_agieval_reader_prompt_and_errors(tmp_path, agieval_dir):
-    examples = benchmarks.read_agieval(agieval_dir, ("lsat-lr",))
+    examples = suites.read_agieval(agieval_dir, ("lsat-lr",))
     first, second = examples
     assert first.task == "agieval/lsat-lr" and first.target == "C" and first.form == "letter"
     assert first.input == "A passage.\nQ: Pick one. Answer Choices: (A)x (B)y (C)z (D)w"
     assert first.reply_prefix == "Among A through D, the answer is"
     assert second.input.startswith("Q: Pick one.") and first.options[2] == ("C", "z")
     with pytest.raises(DataError, match="missing sat-math.jsonl"):
-        benchmarks.read_agieval(agieval_dir, ("lsat-lr", "sat-math"))
+        suites.read_agieval(agieval_dir, ("lsat-lr", "sat-math"))
     bad = tmp_path / "bad"
     write_jsonl(bad / "lsat-lr.jsonl", [{"question": "q", "options": ["(A)x", "(B)y"], "label": "E"}])
     with pytest.raises(DataError, match=r"lsat-lr.jsonl:1: label: 'E' is not one of the option letters"):
-        benchmarks.read_agieval(str(bad), ("lsat-lr",))
+        suites.read_agieval(str(bad), ("lsat-lr",))
     (bad / "lsat-lr.jsonl").write_text('{"question": "q", "options": ["(A)x"], "label": "A"}\n{oops\n')
     with pytest.raises(DataError, match=r"lsat-lr.jsonl:2: not valid JSON"):
-        benchmarks.read_agieval(str(bad), ("lsat-lr",))
+        suites.read_agieval(str(bad), ("lsat-lr",))
 
 
 def test_task_metrics_report_orca_23_beside_all_27():
     rows = []
-    for i, task in enumerate(benchmarks.BBH_TASKS):
-        correct = task not in benchmarks.BBH_NOT_IN_ORCA  # right on Orca's 23, wrong on the other 4
+    for i, task in enumerate(suites.BBH_TASKS):
+        correct = task not in suites.BBH_NOT_IN_ORCA  # right on Orca's 23, wrong on the other 4
         rows.append({"task": f"bbh/{task}", "generation": "g", "answer": "x" if i % 2 else None, "correct": correct})
     metrics = evaluator.task_metrics(rows)
     assert metrics["bbh/average_orca23"] == 1.0
@@ -204,7 +204,7 @@ def test_wiring_from_prompt_to_score_with_a_scripted_generator(tmp_path, task_di
             outs.append(list(vocab.encode(script[question])) + [vocab.eos_id])
         return outs
 
-    monkeypatch.setattr(scoring, "generate", scripted_generate)
+    monkeypatch.setattr(responses, "generate", scripted_generate)
     run = make_run(tmp_path / "run", steps=(1,))
     suites = evaluator.Suites(task_dirs={"mine": task_dir})
     metrics = evaluator.evaluate(run, suites=suites, generation=evaluator.Generation(batch_size=3))[0]
@@ -219,7 +219,7 @@ def test_wiring_from_prompt_to_score_with_a_scripted_generator(tmp_path, task_di
 
 def test_ranking_picks_the_likeliest_option(tmp_path, monkeypatch):
     """With the log-probabilities scripted, the chosen letter is the argmax per example."""
-    ex = benchmarks.Example("t/x", "Q?\n(A) a\n(B) b\n(C) c", "(B)", "choice", (("A", "a"), ("B", "b"), ("C", "c")))
+    ex = suites.Example("t/x", "Q?\n(A) a\n(B) b\n(C) c", "(B)", "choice", (("A", "a"), ("B", "b"), ("C", "c")))
 
     def scripted(model, params, tokens, weights):
         n = tokens.shape[0]
@@ -228,9 +228,9 @@ def test_ranking_picks_the_likeliest_option(tmp_path, monkeypatch):
     from orca_jax.data.templates import get_template
     from orca_jax.data.vocab import ByteVocabulary
 
-    monkeypatch.setattr(scoring, "_continuation_logprobs", scripted)
+    monkeypatch.setattr(responses, "_continuation_logprobs", scripted)
     mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-    chosen = scoring.rank_options(None, None, mesh, ByteVocabulary(), get_template("orca"), [ex, ex],
+    chosen = responses.rank_options(None, None, mesh, ByteVocabulary(), get_template("orca"), [ex, ex],
                                   system_message="", batch_size=3)  # fmt: skip
     assert chosen == ["B", "B"]
 

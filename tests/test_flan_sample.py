@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from orca_jax.data import flan_sample
-from orca_jax.data.cli import main
-from orca_jax.data.collect import read_queries
+from orca_jax.cli.data import main
 from orca_jax.data.system_messages import BEHAVIOURS, COLLECTIONS, orca_message
+from orca_jax.datagen import flan_sample
+from orca_jax.datagen.collect import read_queries
 from orca_jax.errors import DataError
 
 # Task sizes per collection; NiV2's cap (4) and Flan/T0's budgets are scaled down from 300 / 2.5M / 2M.

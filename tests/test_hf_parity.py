@@ -1,28 +1,29 @@
 """Hugging Face interop against the reference implementation (torch + transformers, CPU, fp32).
 
-Tiny random models saved by transformers are imported; orca_jax's logits must match transformers'
-within 1e-4, greedy generation must match `generate` token for token, and export then re-import
-must give the same parameters bit for bit.
+Tiny random models saved by transformers are imported; with default arguments (the weights' own
+dtype) orca_jax's logits must match transformers' within 1e-4, greedy generation must match
+`generate` token for token, and import then export must give back the source tensors byte for byte,
+for fp32 and bf16 sources alike.
 """
 
 import json
 import os
 
 import jax
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
 import transformers
 
 import orca_jax
-from orca_jax import bundle
+from orca_jax.checkpoints import bundle, hf
+from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.cli.export import main as export_main
+from orca_jax.cli.import_hf import main as import_main
 from orca_jax.errors import ConfigError
-from orca_jax.export import main as export_main
-from orca_jax.import_hf import main as import_main
-from orca_jax.model import hf
 from orca_jax.model.config import ModelConfig
 from orca_jax.parallel.sharding import MeshConfig
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
 
 VOCAB = 300
 COMMON = dict(
@@ -40,7 +41,7 @@ MODELS = {
 }  # fmt: skip
 
 
-def make_hf_model(name, folder):
+def make_hf_model(name, folder, dtype=torch.float32):
     config_cls, extra = MODELS[name]
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config_cls(**COMMON, **extra), attn_implementation="eager")
@@ -49,7 +50,7 @@ def make_hf_model(name, folder):
             if "norm" in module_name:
                 p.uniform_(0.5, 1.5)
     model.eval()
-    model.save_pretrained(folder)
+    model.to(dtype).save_pretrained(folder)
     return model
 
 
@@ -70,23 +71,31 @@ def imported(request, tmp_path_factory):
     return request.param, model, hf_dir, ckpt
 
 
+def safetensors_of(folder):
+    """{name: (dtype, shape, bytes)} of every tensor in an HF folder."""
+    tensors = hf.SafetensorsFolder(folder)
+    return {n: (t.dtype, t.shape, t.tobytes()) for n in tensors.names() for t in [tensors.get(n)]}
+
+
 def test_imported_logits_match_transformers(imported):
     _, model, _, ckpt = imported
-    ours = orca_jax.load(ckpt, dtype="float32").logits(TOKENS)
+    loaded = orca_jax.load(ckpt)  # default arguments: the fp32 weights compute in fp32
+    assert (loaded.config.param_dtype, loaded.config.dtype) == ("float32", "float32")
+    ours = loaded.logits(TOKENS)
     assert ours.shape == (2, 24, VOCAB)
     np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=1e-4, rtol=0)
 
 
 def test_hf_folder_loads_directly_and_sharded_on_8_devices(imported, devices):
     _, model, hf_dir, _ = imported
-    ours = orca_jax.load(hf_dir, dtype="float32", mesh_config=MeshConfig(data=2, fsdp=2, tensor=2)).logits(TOKENS)
+    ours = orca_jax.load(hf_dir, mesh_config=MeshConfig(data=2, fsdp=2, tensor=2)).logits(TOKENS)
     np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=1e-4, rtol=0)
 
 
 def test_greedy_generation_matches_transformers_generate(imported):
     _, model, _, ckpt = imported
     prompts = [[1, 17, 42, 99, 5], [1, 250, 7, 7, 31]]  # equal lengths: transformers needs no padding
-    ours = orca_jax.load(ckpt, dtype="float32").generate(prompts, max_new_tokens=12)
+    ours = orca_jax.load(ckpt).generate(prompts, max_new_tokens=12)
     with torch.no_grad():
         theirs = model.generate(torch.tensor(prompts), max_new_tokens=12, do_sample=False, eos_token_id=2,
                                 pad_token_id=0).numpy()[:, 5:].tolist()  # fmt: skip
@@ -95,20 +104,28 @@ def test_greedy_generation_matches_transformers_generate(imported):
         assert ours_row == theirs_row[:cut]
 
 
-def test_export_to_hf_then_reimport_is_bit_identical(imported, tmp_path):
+def test_explicit_dtype_overrides_the_compute_dtype(imported):
     _, model, _, ckpt = imported
+    loaded = orca_jax.load(ckpt, dtype="bfloat16")
+    assert loaded.config.dtype == "bfloat16"
+    assert {x.dtype for x in jax.tree.leaves(loaded.bundle.params)} == {np.dtype(np.float32)}  # stored as is
+    error = np.abs(loaded.logits(TOKENS) - hf_logits(model, TOKENS)).max()
+    assert 1e-4 < error < 0.1  # really computed in bf16
+
+
+def test_export_to_hf_gives_back_the_source_then_reimport_is_bit_identical(imported, tmp_path):
+    _, model, hf_dir, ckpt = imported
     out, again = str(tmp_path / "export"), str(tmp_path / "again")
-    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--dtype", "float32", "--out", out,
-                 "--max_shard_gb", "0.0002"])  # fmt: skip
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", out, "--max_shard_gb", "0.0002"])
+    assert safetensors_of(out) == safetensors_of(hf_dir)  # names, dtypes, shapes and bytes
+    assert json.load(open(f"{out}/config.json"))["torch_dtype"] == "float32"
     index = json.load(open(os.path.join(out, hf.INDEX_NAME)))
     assert len(set(index["weight_map"].values())) > 1  # really sharded
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     np.testing.assert_array_equal(hf_logits(reloaded, TOKENS), hf_logits(model, TOKENS))
     import_main(["--hf_dir", out, "--out", again])
     first, second = (Checkpoints(checkpoints_dir(d), create=False) for d in (ckpt, again))
-    params = first.restore_params(
-        0, bundle.load_hf_params(out, hf.config_from_hf(json.load(open(f"{out}/config.json"))))
-    )
+    params = first.restore_params(0, bundle.load_hf_params(out, bundle.hf_model_config(out)))
     bundle.verify_same(params, second.restore_params(0, params), "re-import")
 
 
@@ -118,7 +135,10 @@ def test_params_export_in_bfloat16_is_smaller_and_loads(imported, tmp_path):
     export_main(["--checkpoint_dir", ckpt, "--format", "params", "--dtype", "bfloat16", "--out", out])
     meta = Checkpoints(checkpoints_dir(out), create=False).restore_meta(0)
     assert meta["source"]["run"] == os.path.abspath(ckpt) and "opt_state" not in os.listdir(f"{out}/checkpoints/0")
-    ours = orca_jax.load(out, dtype="float32").logits(TOKENS)
+    assert meta["model"]["param_dtype"] == "bfloat16"
+    loaded = orca_jax.load(out)
+    assert {x.dtype for x in jax.tree.leaves(loaded.bundle.params)} == {np.dtype(ml_dtypes.bfloat16)}
+    ours = loaded.logits(TOKENS)  # the import's fp32 compute dtype, bf16 weights
     np.testing.assert_allclose(ours, hf_logits(model, TOKENS), atol=0.1)  # bf16 weights
 
 
@@ -128,6 +148,42 @@ def test_export_refuses_a_non_empty_folder(imported, tmp_path):
     with pytest.raises(SystemExit) as e:
         export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", str(tmp_path)])
     assert e.value.code == 2 and (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_bf16_source_keeps_bf16_through_load_import_and_export(tmp_path):
+    hf_dir, ckpt, out = str(tmp_path / "hf"), str(tmp_path / "ckpt"), str(tmp_path / "out")
+    model = make_hf_model("llama_gqa_llama3_rope", hf_dir, torch.bfloat16)
+    assert {d for d, _, _ in safetensors_of(hf_dir).values()} == {np.dtype(ml_dtypes.bfloat16)}
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    for source in (hf_dir, ckpt):
+        if source == ckpt:
+            import_main(["--hf_dir", hf_dir, "--out", ckpt])
+        loaded = orca_jax.load(source)
+        assert (loaded.config.param_dtype, loaded.config.dtype) == ("bfloat16", "bfloat16")
+        assert {x.dtype for x in jax.tree.leaves(loaded.bundle.params)} == {bf16}
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", out])
+    assert safetensors_of(out) == safetensors_of(hf_dir)
+    assert json.load(open(f"{out}/config.json"))["torch_dtype"] == "bfloat16"
+    # dtype= overrides the compute dtype only: bf16 weights computed in fp32 are transformers' fp32
+    # model of the same bf16 weights.
+    ours = orca_jax.load(ckpt, dtype="float32").logits(TOKENS)
+    np.testing.assert_allclose(ours, hf_logits(model.float(), TOKENS), atol=1e-4, rtol=0)
+
+
+def test_the_weights_dtype_wins_over_config_json_and_flags_cast(tmp_path):
+    hf_dir, ckpt, out = tmp_path / "hf", str(tmp_path / "ckpt"), str(tmp_path / "out")
+    make_hf_model("llama_mha_tied", str(hf_dir), torch.bfloat16)
+    config = json.loads((hf_dir / "config.json").read_text())
+    config.update({"torch_dtype": "float32", "dtype": "float32"})  # a stale label
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    assert orca_jax.load(str(hf_dir)).config.dtype == "bfloat16"
+    import_main(["--hf_dir", str(hf_dir), "--out", ckpt, "--dtype", "float32"])
+    assert orca_jax.load(ckpt).config.dtype == "float32"
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--out", out])
+    source, written = safetensors_of(str(hf_dir)), safetensors_of(out)
+    assert {d for d, _, _ in written.values()} == {np.dtype(np.float32)}  # stored fp32: exported fp32
+    export_main(["--checkpoint_dir", ckpt, "--format", "hf", "--dtype", "bfloat16", "--out", out, "--overwrite"])
+    assert safetensors_of(out) == source  # bf16 -> fp32 -> bf16 is exact
 
 
 @pytest.mark.parametrize(
@@ -153,8 +209,8 @@ def test_pickled_weights_are_refused(tmp_path):
 
 
 def test_training_starts_from_an_imported_checkpoint(tmp_path):
-    from orca_jax.data.mini_orca import write_mini_orca
-    from orca_jax.data.tasks import DataConfig, FileSet
+    from orca_jax.data.config import DataConfig, FileSet
+    from orca_jax.datagen.mini_orca import write_mini_orca
     from orca_jax.training.optimizer import OptimizerConfig
     from orca_jax.training.trainer import TrainConfig, train
 

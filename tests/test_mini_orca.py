@@ -15,10 +15,11 @@ import gin
 import pytest
 import sentencepiece as spm
 
-from orca_jax import gin_cli
-from orca_jax.data import mini_orca, records, system_messages
-from orca_jax.data.cli import main as data_main
-from orca_jax.data.mini_orca import FAMILIES, SHORT_BEHAVIOURS, closing, writer
+from orca_jax.cli import gin_flags
+from orca_jax.cli.data import main as data_main
+from orca_jax.data import readers, system_messages
+from orca_jax.datagen import mini_orca
+from orca_jax.datagen.mini_orca import FAMILIES, SHORT_BEHAVIOURS, closing, writer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = r"[A-Z][a-z]{2}"
@@ -173,7 +174,7 @@ def test_hard_variants_are_the_longest_of_the_training_range(family):
 
 
 def read(path):
-    return records.read_records(path)
+    return readers.read_records(path)
 
 
 @pytest.fixture(scope="module")
@@ -337,17 +338,17 @@ def test_cli_writes_the_layout_and_refuses_bad_flags(tmp_path, capsys):
 
 def run_config(name: str, **macros) -> dict:
     """The settings that make up a run's compute, as the binary would parse them."""
-    from orca_jax.train import configurables
+    from orca_jax.cli.train import configurables
 
     def value(parameter):
         v = gin.query_parameter(parameter)
         while isinstance(v, gin.config.ConfigurableReference) and v.selector == "gin.macro":
-            v = gin_cli.macro_value(v.scopes[0])
+            v = gin_flags.macro_value(v.scopes[0])
         return v
 
-    gin_cli.register({**configurables(), "path_join": gin_cli.path_join})
-    bindings = [f"{k} = {gin_cli.gin_value(v)}" for k, v in macros.items()]
-    gin_cli.parse_gin([os.path.join(REPO, "configs", "runs", name)], bindings)
+    gin_flags.register({**configurables(), "path_join": gin_flags.path_join})
+    bindings = [f"{k} = {gin_flags.gin_value(v)}" for k, v in macros.items()]
+    gin_flags.parse_gin([os.path.join(REPO, "configs", "runs", name)], bindings)
     try:
         settings = {
             "steps": value("TrainConfig.num_steps"),
@@ -357,7 +358,7 @@ def run_config(name: str, **macros) -> dict:
                 k: value(f"ModelConfig.{k}") for k in ("d_model", "num_layers", "num_heads", "mlp_dim", "vocab_size")
             },  # fmt: skip
             "optimizer": {k: value(f"OptimizerConfig.{k}") for k in ("learning_rate", "warmup_steps", "decay")},
-            "train_file": gin_cli.macro_value("TRAIN_FILE"),
+            "train_file": gin_flags.macro_value("TRAIN_FILE"),
             "seed": value("TrainConfig.seed"),
         }
         settings["init_from"] = value("train.init_from") if name.endswith("stage2.gin") else ""
@@ -385,7 +386,7 @@ def test_the_three_runs_have_equal_compute():
 
 
 def test_the_package_docstrings_worked_examples_are_what_the_teachers_write():
-    from orca_jax.data.mini_orca import arithmetic, logic
+    from orca_jax.datagen.mini_orca import arithmetic, logic
 
     doc = " ".join(mini_orca.__doc__.split())
     for text in (

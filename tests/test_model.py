@@ -10,9 +10,9 @@ from orca_jax.model import decode
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.decode import decode_weights, forward_with_cache, generate, init_cache, left_pad, next_token
 from orca_jax.model.llama import Decoder, abstract_params
+from orca_jax.model.loss import token_losses
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import strip_axis_names
-from orca_jax.training.step import token_losses
 
 CFG = ModelConfig(vocab_size=260, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128, dtype="float32")
 

@@ -11,7 +11,7 @@ import sys
 import gin
 import pytest
 
-from orca_jax import gin_cli
+from orca_jax.cli import gin_flags
 from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder, abstract_params
@@ -33,9 +33,9 @@ def preset(name: str) -> ModelConfig:
     def model(config):
         return config
 
-    configured = gin_cli.register({"ModelConfig": ModelConfig, "preset_model": model})["preset_model"]
+    configured = gin_flags.register({"ModelConfig": ModelConfig, "preset_model": model})["preset_model"]
     gin.clear_config()
-    gin.parse_config_file(os.path.join(gin_cli.CONFIGS_DIR, "models", f"{name}.gin"))
+    gin.parse_config_file(os.path.join(gin_flags.CONFIGS_DIR, "models", f"{name}.gin"))
     gin.parse_config("preset_model.config = %MODEL")
     config = configured()
     gin.clear_config()

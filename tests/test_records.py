@@ -1,10 +1,10 @@
-"""Records: validation with file:line errors."""
+"""Records and readers: validation with file:line errors."""
 
 import json
 
 import pytest
 
-from orca_jax.data import records
+from orca_jax.data import readers
 from orca_jax.errors import DataError
 
 GOOD = {
@@ -22,7 +22,7 @@ def write_lines(path, lines):
 
 def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
     path = write_lines(tmp_path / "a.jsonl", [json.dumps(GOOD), "", json.dumps({**GOOD, "id": "t.2"})])
-    rows = records.read_records(path)
+    rows = readers.read_records(path)
     assert [r.id for r in rows] == ["t.1", "t.2"]
     assert rows[0].response == GOOD["response"]
 
@@ -40,7 +40,7 @@ def test_reads_valid_lines_and_skips_blank_ones(tmp_path):
 def test_bad_line_names_file_line_and_field(tmp_path, line, message):
     path = write_lines(tmp_path / "a.jsonl", [json.dumps(GOOD), line])
     with pytest.raises(DataError) as e:
-        records.read_records(path)
+        readers.read_records(path)
     assert message in str(e.value)
 
 
@@ -48,18 +48,18 @@ def test_invalid_utf8_names_the_line(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b'{"id": "\xff"}\n')
     with pytest.raises(DataError, match="a.jsonl:2: not valid UTF-8"):
-        records.read_records(str(path))
+        readers.read_records(str(path))
 
 
 def test_missing_file_and_empty_glob(tmp_path):
     with pytest.raises(DataError, match="no such data file"):
-        records.resolve_files(str(tmp_path / "missing.jsonl"))
+        readers.resolve_files(str(tmp_path / "missing.jsonl"))
     with pytest.raises(DataError, match="no such data file"):
-        records.resolve_files(str(tmp_path / "*.jsonl"))
+        readers.resolve_files(str(tmp_path / "*.jsonl"))
 
 
 def test_globs_and_comma_lists_expand_in_order(tmp_path):
     a = write_lines(tmp_path / "a.jsonl", [json.dumps(GOOD)])
     b = write_lines(tmp_path / "b.jsonl", [json.dumps(GOOD)])
-    assert records.resolve_files(str(tmp_path / "*.jsonl")) == [a, b]
-    assert records.resolve_files(f"{b},{a}") == [b, a]
+    assert readers.resolve_files(str(tmp_path / "*.jsonl")) == [a, b]
+    assert readers.resolve_files(f"{b},{a}") == [b, a]

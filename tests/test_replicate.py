@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from orca_jax import replicate
+from orca_jax.cli import replicate
 from orca_jax.errors import UserError
+from orca_jax.study import plots, report, runs
 
 
 def metrics(explain: float, answer: float) -> dict:
@@ -24,8 +25,8 @@ def write_json(path, value) -> str:
 
 
 def test_summary_is_mean_and_spread_over_seeds_and_the_report_shows_it():
-    runs = {"explain": {0: metrics(0.8, 0.4), 1: metrics(0.6, 0.2)}, "answer_only": {0: metrics(0.1, 0.0)}}
-    summary = replicate.summarize(runs)
+    by_seed = {"explain": {0: metrics(0.8, 0.4), 1: metrics(0.6, 0.2)}, "answer_only": {0: metrics(0.1, 0.0)}}
+    summary = report.summarize(by_seed)
     assert summary["explain"]["mini_orca/average"] == {
         "mean": pytest.approx(0.7), "std": pytest.approx(0.1), "n": 2, "seeds": [0.8, 0.6]}  # fmt: skip
     assert summary["explain"]["heldout/loss"]["mean"] == pytest.approx(0.3) and "step" not in summary["explain"]
@@ -33,15 +34,15 @@ def test_summary_is_mean_and_spread_over_seeds_and_the_report_shows_it():
                                                                                           "uniform": 0.5}}  # fmt: skip
     compute = {"explain": {0: {"steps": 4, "token_slots": 100, "questions": 7}, 1: {"steps": 4, "token_slots": 100,
                "questions": 9}}, "answer_only": {0: {"steps": 4, "token_slots": 100, "questions": 30}}}  # fmt: skip
-    report = replicate.markdown_report(summary, base, compute, "make replicate", 600.0, [0, 1])
-    assert "| family | commonest answer | uniform guess | answer-only | explanations |" in report
-    assert "| sums | 2 | 0 | 10.0 ± 0.0 | 70.0 ± 10.0 |" in report
-    assert "| **average** | 2 | 0 | **10.0 ± 0.0** | **70.0 ± 10.0** |" in report
-    assert "## harder variants (mini_orca_hard)" in report and "10.0 minutes" in report
+    text = report.markdown_report(summary, base, compute, "make replicate", 600.0, [0, 1])
+    assert "| family | commonest answer | uniform guess | answer-only | explanations |" in text
+    assert "| sums | 2 | 0 | 10.0 ± 0.0 | 70.0 ± 10.0 |" in text
+    assert "| **average** | 2 | 0 | **10.0 ± 0.0** | **70.0 ± 10.0** |" in text
+    assert "## harder variants (mini_orca_hard)" in text and "10.0 minutes" in text
     assert "explanations - answer-only = +60.0 points; lowest explanation seed 60.0%, highest answer-only seed 10.0%" \
-        in report  # fmt: skip
-    assert "Held-out loss on the strong teacher's responses" in report and "explanations 0.300" in report
-    assert "| explanations | 4 | 100 | 7-9 |" in report and "| answer-only | 4 | 100 | 30 |" in report
+        in text  # fmt: skip
+    assert "Held-out loss on the strong teacher's responses" in text and "explanations 0.300" in text
+    assert "| explanations | 4 | 100 | 7-9 |" in text and "| answer-only | 4 | 100 | 30 |" in text
 
 
 def test_baselines_are_the_commonest_answer_and_a_uniform_guess(tmp_path):
@@ -50,7 +51,7 @@ def test_baselines_are_the_commonest_answer_and_a_uniform_guess(tmp_path):
     write_json(data / "bbh" / "pick.json", {"examples": choice})
     write_json(data / "bbh" / "truth.json", {"examples": [{"input": "q", "target": t} for t in ("True", "False")]})
     write_json(data / "bbh_hard" / "sums.json", {"examples": [{"input": "q", "target": t} for t in ("12", "13", "12")]})
-    base = replicate.baselines(str(data))
+    base = report.baselines(str(data))
     assert base["mini_orca/pick"] == {"commonest": 0.5, "uniform": pytest.approx(1 / 3)}
     assert base["mini_orca/truth"] == {"commonest": 0.5, "uniform": 0.5}
     assert base["mini_orca_hard/sums"] == {"commonest": pytest.approx(2 / 3), "uniform": 0.0}
@@ -74,29 +75,29 @@ def test_compute_adds_every_stage_and_unequal_compute_is_refused(tmp_path):
         os.path.join(work, "progressive_stage1_seed0"), [log_row(50, 30.0), {"step": 50, "validation/loss": 2}]
     )
     write_metrics(os.path.join(work, "progressive_seed0"), [log_row(50, 21.0, loss=0.5)])
-    explain = replicate.compute_spent(replicate.stage_dirs(work, "explain", 0))
-    progressive = replicate.compute_spent(replicate.stage_dirs(work, "progressive", 0))
+    explain = runs.compute_spent(runs.stage_dirs(work, "explain", 0))
+    progressive = runs.compute_spent(runs.stage_dirs(work, "progressive", 0))
     assert explain == {"steps": 100, "token_slots": 100 * 3072, "questions": 50 * 20 + 50 * 22}
     assert progressive == {"steps": 100, "token_slots": 100 * 3072, "questions": 50 * 30 + 50 * 21}
-    replicate.check_equal_compute({"explain": {0: explain}, "progressive": {0: progressive}})
-    assert replicate.training_curve(replicate.stage_dirs(work, "progressive", 0)) == [(50, 1.0), (100, 0.5)]
+    runs.check_equal_compute({"explain": {0: explain}, "progressive": {0: progressive}})
+    assert runs.training_curve(runs.stage_dirs(work, "progressive", 0)) == [(50, 1.0), (100, 0.5)]
     with pytest.raises(UserError, match="did not spend equal compute"):
-        replicate.check_equal_compute({"explain": {0: explain}, "answer_only": {0: {**explain, "token_slots": 9}}})
+        runs.check_equal_compute({"explain": {0: explain}, "answer_only": {0: {**explain, "token_slots": 9}}})
 
 
 def test_png_is_written(tmp_path):
-    summary = replicate.summarize({"explain": {0: metrics(0.8, 0.4), 1: metrics(0.6, 0.2)},
+    summary = report.summarize({"explain": {0: metrics(0.8, 0.4), 1: metrics(0.6, 0.2)},
                                    "answer_only": {0: metrics(0.1, 0.0)}})  # fmt: skip
     curves = {"explain": [[(10, 2.0), (20, 1.0)], [(10, 2.2), (20, 0.8)]], "answer_only": [[(10, 3.0), (20, 2.5)]]}
     path = tmp_path / "study.png"
-    suites = [(suite, title) for suite, _, title in replicate.SUITES]
+    suites = [(suite, title) for suite, _, title in runs.SUITES]
     base = {"mini_orca/sums": {"commonest": 0.3, "uniform": 0.0}}
-    replicate.replicate_plots.write_png(summary, base, curves, str(path), suites, replicate.LABELS)
+    plots.write_png(summary, base, curves, str(path), suites, runs.LABELS)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_prints_a_run_beside_the_study(tmp_path, capsys):
-    summary = replicate.summarize({s: {0: metrics(v, v / 2)} for s, v in
+    summary = report.summarize({s: {0: metrics(v, v / 2)} for s, v in
                                    (("answer_only", 0.1), ("explain", 0.9), ("progressive", 0.8))})  # fmt: skip
     study = {"seeds": [0], "steps": 900, "summary": summary,
              "baselines": {"mini_orca/sums": {"commonest": 0.02, "uniform": 0.0}}}  # fmt: skip

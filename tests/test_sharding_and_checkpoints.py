@@ -4,13 +4,13 @@ import jax
 import numpy as np
 import pytest
 
+from orca_jax.checkpoints.store import Checkpoints
 from orca_jax.errors import CheckpointError, ConfigError
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
 from orca_jax.training import step as step_lib
-from orca_jax.training.checkpoint import Checkpoints
 from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 
 CFG = ModelConfig(vocab_size=260, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=128, dtype="float32")

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import transformers
 
-from orca_jax.import_hf import main as import_main
-from orca_jax.train import main as train_main
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
+from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.cli.import_hf import main as import_main
+from orca_jax.cli.train import main as train_main
 
 SHRINK = [
     "--gin.ModelConfig.d_model=32", "--gin.ModelConfig.num_layers=1", "--gin.ModelConfig.num_heads=2",

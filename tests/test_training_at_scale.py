@@ -15,14 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from orca_jax.data.mini_orca import write_mini_orca
-from orca_jax.data.tasks import DataConfig, FileSet
+from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.data.config import DataConfig, FileSet
+from orca_jax.datagen.mini_orca import write_mini_orca
 from orca_jax.model.config import ModelConfig
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
 from orca_jax.training import step as step_lib
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir
 from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 from orca_jax.training.trainer import TrainConfig, TrainingStopped, train
 
@@ -145,7 +145,7 @@ def test_a_stage_can_start_from_another_runs_full_state(data_dir, tmp_path):
 
 def run_args(model_dir, data_dir, steps, *extra):
     gin = ["--gin_file=configs/runs/mini_orca.gin", f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}"]
-    return [sys.executable, "-m", "orca_jax.train", *gin, f"--gin.NUM_STEPS={steps}", *TINY, *extra]
+    return [sys.executable, "-m", "orca_jax.cli.train", *gin, f"--gin.NUM_STEPS={steps}", *TINY, *extra]
 
 
 def environment(devices=None):
@@ -246,7 +246,7 @@ def test_two_processes_train_and_evaluate_as_one(data_dir, tmp_path):
 
     # orca-eval on the two-process checkpoint, in two processes and in one: the same generations and metrics.
     def eval_args(output_dir):
-        return [sys.executable, "-m", "orca_jax.eval", "--gin_file=configs/runs/eval_mini.gin",
+        return [sys.executable, "-m", "orca_jax.cli.eval", "--gin_file=configs/runs/eval_mini.gin",
                 f"--gin.CHECKPOINT_DIR={two}", f"--gin.DATA_DIR={data_dir}", f"--gin.evaluate.output_dir={output_dir}",
                 "--gin.Generation.max_new_tokens=24", "--gin.Generation.batch_size=8"]  # fmt: skip
 

@@ -17,7 +17,7 @@ Worked example. Two examples, with BOS 1 and EOS 2, packed into a row of length 
 
 The model attends only within a segment, so a packed row computes exactly what its examples would
 compute alone. Each row also carries `rejected` [R]: how many records the packer saw rejected, per
-reason (see tasks.REJECT_REASONS), since the previous row, so the trainer can count them.
+reason (see records.REJECT_REASONS), since the previous row, so the trainer can count them.
 
 Modes, over a window of `window` consecutive examples:
     greedy    in arrival order, each example goes into the open row if it fits, else starts a new one

@@ -8,12 +8,15 @@ figures are the ones a run would see.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
-from orca_jax.data import packing, records, system_messages
-from orca_jax.data.tasks import DataConfig
+from orca_jax.data import packing, readers
+from orca_jax.data.config import DataConfig, FileSet
+from orca_jax.data.records import Rejection
 from orca_jax.data.templates import get_template
 
 
@@ -46,19 +49,17 @@ def example_lengths(config: DataConfig, split: str = "train") -> tuple[int, Coun
     """(records read, rejections per reason, token length of every kept example)."""
     vocab = config.make_vocabulary()
     template = get_template(config.template)
-    messages = system_messages.read_messages_file(config.system_messages_file) if config.system_messages_file else None
+    messages = config.read_messages()
     limit = config.sequence_length
     n, rejected, lengths = 0, Counter(), []
     for fs in config.sources:
-        for path in records.resolve_files(fs.files(split)[0]):
-            for _, item in records.scan_file(path, fs.format):
+        for path in readers.resolve_files(fs.files(split)[0]):
+            for _, item in readers.scan_file(path, fs.format):
                 n += 1
-                if isinstance(item, records.Rejection):
+                if isinstance(item, Rejection):
                     rejected[item.reason] += 1
                     continue
-                system = system_messages.system_message(item.id, item.question, item.system_prompt,
-                                                        mode=config.system_messages, collection=item.collection,
-                                                        seed=config.seed, messages=messages)  # fmt: skip
+                system = config.system_message(item, messages)
                 prompt = len(vocab.encode(template.prompt(system, item.question)))
                 response = len(vocab.encode(template.response(item.response))) + 1  # + EOS
                 if config.overlong == "trim_prompt":
@@ -105,3 +106,32 @@ def write_histogram(lengths: np.ndarray, limit: int, path: str, bins: int = 40) 
     draw.text((label_x, margin), f"row length {limit}", fill=(200, 40, 40))
     draw.text((margin, 15), f"tokens per example: {len(lengths)} examples, max bar {counts.max()}", fill="black")
     image.save(path)
+
+
+def report(files: str, *, vocab: str, seq_len: int, fmt: str = "openorca", template: str = "orca",
+           system_messages: str = "keep", packing: str = "best_fit", overlong: str = "drop", as_json: bool = False,
+           histogram: str = "", log: Callable[[str], None] = print) -> dict:  # fmt: skip
+    """`orca-data stats`: the figures of `files` at a row length, logged as a table (or one JSON
+    object); bad records are counted, not fatal. Returns the JSON report."""
+    config = DataConfig(
+        sources=(FileSet("stats", train=files, format=fmt),), vocabulary=vocab, template=template,
+        system_messages=system_messages, sequence_length=seq_len, packing=packing, overlong=overlong, policy="skip",
+    )  # fmt: skip
+    result = compute_stats(config)
+    out = result.to_json()
+    if histogram:
+        write_histogram(result.lengths, seq_len, histogram)
+        out["histogram"] = histogram
+    if as_json:
+        log(json.dumps(out))
+        return out
+    lengths = out["token_length"]
+    log(f"records            {out['records']:,} ({out['examples']:,} kept; rejected {out['rejected'] or 0})")
+    log(f"tokens per example p50 {lengths.get('p50')}, p90 {lengths.get('p90')}, p99 {lengths.get('p99')}, "
+        f"max {lengths['max']}")  # fmt: skip
+    log(f"rows of {seq_len:<8} {out['rows']:,} ({packing})")
+    log(f"examples per row   {out['examples_per_row']:.2f}")
+    log(f"non-padding        {100 * out['non_pad_fraction']:.2f}%")
+    if histogram:
+        log(f"histogram          {histogram}")
+    return out

@@ -22,7 +22,8 @@ from collections import Counter
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from orca_jax.data import records
+from orca_jax.data import readers
+from orca_jax.data.records import Rejection
 
 VALIDATION_FRACTION = 0.01
 FEATURES = ("id", "system_prompt", "question", "response", "collection")
@@ -63,8 +64,8 @@ class OrcaRecords(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, files: list[str], validation: bool):
         skipped: Counter = Counter()
         for path in files:
-            for where, item in records.scan_file(path, self.builder_config.name):
-                if isinstance(item, records.Rejection):
+            for where, item in readers.scan_file(path, self.builder_config.name):
+                if isinstance(item, Rejection):
                     skipped[item.reason] += 1
                     continue
                 if is_validation(item.id) == validation:

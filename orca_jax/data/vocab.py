@@ -27,6 +27,9 @@ import tensorflow as tf
 from orca_jax.errors import ConfigError
 
 ID_OFFSET = 1  # shift of tokenizer.json ids
+# BOS and EOS of LLaMA's SentencePiece models and of the byte vocabulary: what a model without a
+# vocabulary of its own (parameters only) is assumed to use.
+DEFAULT_BOS_ID, DEFAULT_EOS_ID = 1, 2
 
 
 class ByteVocabulary(seqio.ByteVocabulary):

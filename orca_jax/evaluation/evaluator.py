@@ -33,16 +33,16 @@ from collections.abc import Sequence
 import jax
 import tensorflow as tf
 
-from orca_jax import bundle, paths
-from orca_jax.data.tasks import DataConfig, FileSet, host_batches
+from orca_jax import paths
+from orca_jax.checkpoints import bundle
+from orca_jax.data.config import DataConfig, FileSet
 from orca_jax.data.templates import get_template
 from orca_jax.errors import ConfigError, DataError
-from orca_jax.evaluation import answers, benchmarks, follow, scoring
-from orca_jax.evaluation.benchmarks import Example
+from orca_jax.evaluation import answers, follow, heldout, responses, suites
+from orca_jax.evaluation.suites import Example
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 from orca_jax.parallel.sharding import MeshConfig
-from orca_jax.training.step import jit_eval_step
 
 SCORING = ("generate", "rank", "both")
 
@@ -52,20 +52,20 @@ class Suites:
     """What to evaluate on; see the module docstring."""
 
     bbh_dir: str = ""
-    bbh_tasks: Sequence[str] = benchmarks.BBH_TASKS
+    bbh_tasks: Sequence[str] = suites.BBH_TASKS
     agieval_dir: str = ""
-    agieval_tasks: Sequence[str] = benchmarks.AGIEVAL_TASKS
+    agieval_tasks: Sequence[str] = suites.AGIEVAL_TASKS
     task_dirs: dict[str, str] = dataclasses.field(default_factory=dict)  # suite name -> folder
     heldout: str = ""  # record files (paths or globs), or "training"
 
     def read_examples(self) -> list[Example]:
         examples: list[Example] = []
         if self.bbh_dir:
-            examples += benchmarks.read_bbh(self.bbh_dir, tuple(self.bbh_tasks))
+            examples += suites.read_bbh(self.bbh_dir, tuple(self.bbh_tasks))
         if self.agieval_dir:
-            examples += benchmarks.read_agieval(self.agieval_dir, tuple(self.agieval_tasks))
+            examples += suites.read_agieval(self.agieval_dir, tuple(self.agieval_tasks))
         for suite, folder in self.task_dirs.items():
-            examples += benchmarks.read_task_folder(folder, suite)
+            examples += suites.read_task_folder(folder, suite)
         if not examples and not self.heldout:
             raise ConfigError("nothing to evaluate: set bbh_dir, agieval_dir, task_dirs or heldout")
         return examples
@@ -90,7 +90,7 @@ def task_metrics(rows: Sequence[dict]) -> dict[str, float]:
     for row in rows:
         by_task[row["task"]].append(row)
     metrics: dict[str, float] = {}
-    suites: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    by_suite: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     for task in sorted(by_task):
         group = by_task[task]
         n = len(group)
@@ -102,35 +102,24 @@ def task_metrics(rows: Sequence[dict]) -> dict[str, float]:
             scores["rank_accuracy"] = sum(bool(r["rank_correct"]) for r in group) / n
         metrics.update({f"{task}/{k}": v for k, v in scores.items()})
         suite, _, name = task.partition("/")
-        suites[suite][name] = scores
-    for suite, tasks in suites.items():
+        by_suite[suite][name] = scores
+    for suite, tasks in by_suite.items():
         for key in ("accuracy", "rank_accuracy", "parsed"):
             values = {name: s[key] for name, s in tasks.items() if key in s}
             if values:
                 name = f"{suite}/average" + ("" if key == "accuracy" else f"_{key}")
                 metrics[name] = sum(values.values()) / len(values)
-            orca = [v for name, v in values.items() if name not in benchmarks.BBH_NOT_IN_ORCA]
-            if suite == "bbh" and key == "accuracy" and len(orca) == len(benchmarks.BBH_TASKS) - 4:
+            orca = [v for name, v in values.items() if name not in suites.BBH_NOT_IN_ORCA]
+            if suite == "bbh" and key == "accuracy" and len(orca) == len(suites.BBH_TASKS) - 4:
                 metrics["bbh/average_orca23"] = sum(orca) / len(orca)
     return metrics
 
 
 def heldout_loss(model: Decoder, params, mesh, data: DataConfig, batch_size: int) -> dict[str, float]:
     """Mean loss and token accuracy on the response tokens of `data`'s validation split."""
-    step = jit_eval_step(model, jax.tree.map(lambda x: x.sharding, params), mesh)
-    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
-    rows = sharding.host_batch_size(batch_size, mesh)
-    batches = host_batches(data, "validation", rows, shuffle=False, seed=None, num_epochs=1,
-                           shard_index=jax.process_index(), num_shards=jax.process_count())  # fmt: skip
-    for batch in batches:
-        sums = jax.device_get(step(params, sharding.global_batch(batch, mesh)))
-        totals = {k: totals[k] + float(sums[k]) for k in totals}
-    weight = max(totals["weight_sum"], 1.0)
-    return {
-        "heldout/loss": totals["loss_sum"] / weight,
-        "heldout/token_accuracy": totals["correct_sum"] / weight,
-        "heldout/response_tokens": totals["weight_sum"],
-    }
+    loss_step = heldout.jit_loss_step(model, jax.tree.map(lambda x: x.sharding, params), mesh)
+    scores = heldout.response_loss(loss_step, params, mesh, data, sharding.host_batch_size(batch_size, mesh))
+    return {f"heldout/{name}": value for name, value in scores.items()}
 
 
 def heldout_data(model_bundle: bundle.ModelBundle, heldout: str) -> DataConfig:
@@ -170,7 +159,7 @@ def evaluate_checkpoint(
         common = dict(system_message=generation.system_message, batch_size=generation.batch_size)
         rows: list[dict] = []
         if examples and generation.scoring in ("generate", "both"):
-            rows = scoring.generate_answers(
+            rows = responses.generate_answers(
                 model, params, mesh, vocab, template, examples, max_new_tokens=generation.max_new_tokens,
                 stop_strings=generation.stop_strings, temperature=generation.temperature, top_p=generation.top_p,
                 seed=generation.seed, **common,
@@ -179,7 +168,7 @@ def evaluate_checkpoint(
             rows = [{"task": ex.task, "input": ex.input, "target": ex.target} for ex in examples]
         if generation.scoring in ("rank", "both"):
             ranked_examples = [(row, ex) for row, ex in zip(rows, examples, strict=True) if ex.options]
-            choices = scoring.rank_options(model, params, mesh, vocab, template, [ex for _, ex in ranked_examples],
+            choices = responses.rank_options(model, params, mesh, vocab, template, [ex for _, ex in ranked_examples],
                                            length_normalized=generation.length_normalized, **common)  # fmt: skip
             for (row, ex), choice in zip(ranked_examples, choices, strict=True):
                 row["ranked"] = choice

@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from orca_jax import bundle, paths
+from orca_jax import paths
+from orca_jax.checkpoints import bundle
+from orca_jax.checkpoints.store import finished_step
 from orca_jax.errors import ConfigError
-from orca_jax.training.checkpoint import finished_step
 
 LEDGER = "ledger.json"
 WAIT, STOP = -1, -2  # decisions that are not a step

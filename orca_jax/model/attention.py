@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from orca_jax.errors import ConfigError
+from orca_jax.parallel import sharding
 
 Array = jax.Array
 NEG_INF = -1e30  # masked scores; finite so fully masked (padding) rows stay NaN-free
@@ -111,7 +112,9 @@ def splash_attention(q: Array, k: Array, v: Array, segments: Array, window: int 
     local = functools.partial(_splash_local, window=window, interpret=platform == "cpu")
     if mesh.empty:
         return local(q, k, v, segments)
-    heads = P(("data", "fsdp"), None, "tensor", None)
+    # Rows split as the rules table splits "batch", heads as it splits "act_heads".
+    heads = nn.logical_to_mesh_axes(("batch", "length", "act_heads", "head_dim"), sharding.LOGICAL_AXIS_RULES)
+    rows = nn.logical_to_mesh_axes(("batch", "length"), sharding.LOGICAL_AXIS_RULES)
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(heads, heads, heads, P(("data", "fsdp"), None)), out_specs=heads, check_vma=False
+        local, mesh=mesh, in_specs=(heads, heads, heads, rows), out_specs=heads, check_vma=False
     )(q, k, v, segments)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 from orca_jax.errors import ConfigError
 
-REMAT_POLICIES = ("none", "full", "save_dots")
+# What the backward pass recomputes per layer: "none" keeps every activation; "full" recomputes the
+# whole layer; "save_dots" keeps the matmul outputs and recomputes the rest.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
 ATTENTION_IMPLEMENTATIONS = ("xla", "splash", "cudnn")
+# The dtypes a parameter or activation may have, by the name configs and flags use.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Fields that change only how the model runs, not what it computes: a run may start from a checkpoint
+# that differs in these, and an export does not record them as part of the model.
+RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +57,7 @@ class ModelConfig:
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise ConfigError(f"ModelConfig.attention: {self.attention!r} is not one of {ATTENTION_IMPLEMENTATIONS}")
         if self.remat not in REMAT_POLICIES:
-            raise ConfigError(f"ModelConfig.remat: {self.remat!r} is not one of {REMAT_POLICIES}")
+            raise ConfigError(f"ModelConfig.remat: {self.remat!r} is not one of {tuple(REMAT_POLICIES)}")
         for field in ("param_dtype", "dtype"):
             if getattr(self, field) not in DTYPES:
                 raise ConfigError(f"ModelConfig.{field}: {getattr(self, field)!r} is not one of {sorted(DTYPES)}")

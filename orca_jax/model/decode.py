@@ -261,7 +261,7 @@ def generate(
     of `pad_to`, so a handful of shapes compile once each."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    shards = sharding.batch_shards(mesh)
     n = len(prompts)
     rows = -(-n // shards) * shards
     length = -(-max(len(p) for p in prompts) // pad_to) * pad_to

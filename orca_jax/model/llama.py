@@ -27,7 +27,7 @@ import numpy as np
 
 from orca_jax.model import attention
 from orca_jax.model.attention import NEG_INF
-from orca_jax.model.config import DTYPES, ModelConfig
+from orca_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
 
 Array = jax.Array
 
@@ -119,12 +119,6 @@ class DecoderLayer(nn.Module):
         x = x + hidden @ w_down.astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
         return x, None  # (carry, per-layer output) for nn.scan
-
-
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-}
 
 
 class Decoder(nn.Module):

@@ -142,9 +142,18 @@ def strip_axis_names(tree):
     )
 
 
+# The mesh axes a batch's rows split over, as the rules table says.
+BATCH_AXES = dict(LOGICAL_AXIS_RULES)["batch"]
+
+
+def batch_shards(mesh: Mesh) -> int:
+    """How many slices of rows a batch splits into: its size must be a multiple of this."""
+    return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches are split over data and fsdp on their first dimension."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    """Batches are split over BATCH_AXES on their first dimension."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -159,9 +168,9 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
 
 def host_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     """Rows this host feeds; the global batch must split evenly over hosts and batch shards."""
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    shards = batch_shards(mesh)
     if global_batch_size % shards:
-        raise ConfigError(f"batch size {global_batch_size} does not divide over data*fsdp = {shards} shards")
+        raise ConfigError(f"batch size {global_batch_size} does not divide over {shards} batch shards {BATCH_AXES}")
     if global_batch_size % jax.process_count():
         raise ConfigError(f"batch size {global_batch_size} does not divide over {jax.process_count()} hosts")
     return global_batch_size // jax.process_count()

@@ -20,8 +20,31 @@ import math
 import os
 import re
 
+import jax
+
 from orca_jax.errors import ConfigError, UserError
-from orca_jax.training.flops import PEAK_FLOPS
+
+# Dense bf16 peak FLOP/s per chip (per device JAX sees).
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+    "TPU v6e": 918e12,
+    "A100": 312e12,
+    "H100": 989e12,
+    "H200": 989e12,
+}
+
+
+def peak_flops_per_device(device: jax.Device | None = None) -> float | None:
+    """The table's peak for this device kind (longest matching name), or None (e.g. a CPU)."""
+    kind = (device or jax.devices()[0]).device_kind
+    matches = [name for name in PEAK_FLOPS if name in kind]
+    return PEAK_FLOPS[max(matches, key=len)] if matches else None
+
 
 GiB = 1024**3
 
@@ -37,7 +60,7 @@ class Generation:
 
     @property
     def peak_flops(self) -> float:
-        """Dense bf16 FLOP/s per chip: the table MFU is computed with everywhere (training/flops.py)."""
+        """Dense bf16 FLOP/s per chip: the table MFU is computed with everywhere (PEAK_FLOPS above)."""
         return PEAK_FLOPS[self.device_kind]
 
 

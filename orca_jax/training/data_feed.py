@@ -5,6 +5,10 @@ shards p*k ... p*k + k - 1 (k = shards / hosts) and puts their rows one after th
 global batch is shard 0's rows, then shard 1's, ...: the same batches on 1 host or on 16, as long as
 the number of shards stays the same. Each shard's position (shuffle buffers included) is saved
 next to every checkpoint, in MODEL_DIR/data_state/<step>/shard_<j>-of-<n>/.
+
+Records the pipeline dropped (policy 'skip') are counted per reason in each packed row's `rejected`
+feature. The feed takes that feature off the batch and adds it up here, on the host: the count
+never goes to the accelerator, and hosts sum theirs only when a log line or checkpoint needs it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from orca_jax import paths
-from orca_jax.data.tasks import DataConfig, host_batches, validate_files
+from orca_jax.data.config import DataConfig
+from orca_jax.data.pipeline import host_batches, rejected_counts
+from orca_jax.data.records import REJECT_REASONS
+from orca_jax.data.validation import validate_files
 from orca_jax.errors import CheckpointError, ConfigError, DataError
 
 
@@ -45,13 +52,26 @@ class DataFeed:
             )  # fmt: skip
             for j in self.local
         ]
+        self._rejected_before = np.zeros(len(REJECT_REASONS), np.int64)  # all hosts', up to the restored step
+        self._rejected_here = np.zeros(len(REJECT_REASONS), np.int64)  # this host's, since this process started
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
+        """This host's rows of the next global batch: the model's features only."""
         parts = [next(s) for s in self._streams]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self._rejected_here += batch.pop("rejected").sum(axis=0)
+        return batch
+
+    def rejected(self) -> dict[str, int]:
+        """Records dropped so far, per reason, over all hosts. With several hosts this is a collective:
+        every host calls it at the same step (the trainer does, at log and checkpoint steps)."""
+        here = self._rejected_here
+        if jax.process_count() > 1:
+            here = np.asarray(multihost_utils.process_allgather(here.astype(np.int32))).sum(axis=0)
+        return rejected_counts(self._rejected_before + here)
 
     def _path(self, model_dir: str, step: int, shard: int) -> str:
         return os.path.join(model_dir, "data_state", str(step), f"shard_{shard:05d}-of-{self.shards:05d}", "iterator")
@@ -60,7 +80,9 @@ class DataFeed:
         for shard, stream in zip(self.local, self._streams, strict=True):
             stream.save(self._path(model_dir, step, shard))
 
-    def restore(self, model_dir: str, step: int) -> None:
+    def restore(self, model_dir: str, step: int, rejected: dict[str, int] | None = None) -> None:
+        """Every local shard's position at `step`; `rejected` is the count the checkpoint recorded."""
+        self._rejected_before = np.array([(rejected or {}).get(r, 0) for r in REJECT_REASONS], np.int64)
         for shard, stream in zip(self.local, self._streams, strict=True):
             path = self._path(model_dir, step, shard)
             if not tf.io.gfile.exists(path + ".index"):

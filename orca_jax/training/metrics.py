@@ -13,12 +13,7 @@ import time
 import jax
 import tensorflow as tf
 
-
-def format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+from orca_jax.console import format_duration
 
 
 class MetricsLogger:

@@ -1,7 +1,7 @@
-"""Train state, the response-only loss, and the sharded train and eval steps.
+"""Train state and the sharded train step.
 
-The loss is token-level cross-entropy on the positions whose `decoder_loss_weights` is 1 (the
-teacher's response and its EOS), averaged over those positions in the global batch.
+The step minimizes model/loss.py's response-only cross-entropy, averaged over the response tokens
+of the global batch.
 """
 
 from __future__ import annotations
@@ -17,35 +17,14 @@ import optax
 from jax.sharding import Mesh
 
 from orca_jax.model.llama import init_params
+from orca_jax.model.loss import Batch, token_losses
 from orca_jax.parallel import sharding
-
-Batch = dict[str, jax.Array]
 
 
 class TrainState(flax.struct.PyTreeNode):
     step: jax.Array  # int32 scalar: optimizer updates applied so far
     params: Any
     opt_state: Any
-
-
-def token_losses(model: nn.Module, params, batch: Batch) -> dict[str, jax.Array]:
-    """Sums over the batch: weighted negative log-likelihood, weights, correct argmax predictions."""
-    logits = model.apply(
-        {"params": params},
-        batch["decoder_input_tokens"],
-        batch["decoder_positions"],
-        batch["decoder_segment_ids"],
-    )
-    targets = batch["decoder_target_tokens"]
-    weights = batch["decoder_loss_weights"].astype(jnp.float32)
-    target_logits = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logits
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum(nll * weights),
-        "weight_sum": jnp.sum(weights),
-        "correct_sum": jnp.sum(correct * weights),
-    }
 
 
 def loss_sums_and_grads(model: nn.Module, params, batch: Batch, microbatches: int):
@@ -103,8 +82,6 @@ def make_train_step(
             "examples": jnp.sum((batch["decoder_positions"] == 0) & (batch["decoder_segment_ids"] > 0)).astype(
                 jnp.float32
             ),
-            # Records the input pipeline dropped (per reason) while building this batch.
-            "rejected": jnp.sum(batch["rejected"], axis=0) if "rejected" in batch else jnp.zeros((0,), jnp.int32),
         }
         new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
                                opt_state=keep(opt_state, state.opt_state))  # fmt: skip
@@ -160,12 +137,4 @@ def jit_train_step(
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
-    )
-
-
-def jit_eval_step(model: nn.Module, param_shardings, mesh: Mesh) -> Callable:
-    return jax.jit(
-        lambda params, batch: token_losses(model, params, batch),
-        in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
     )

@@ -1,10 +1,10 @@
 """The training loop: build the mesh, the model and the data, resume or initialize, step, log, save.
 
-`train(...)` is plain Python with explicit arguments; `orca_jax/train.py` is the binary that fills
+`train(...)` is plain Python with explicit arguments; `orca_jax/cli/train.py` is the binary that fills
 them from gin. Everything the run writes goes into MODEL_DIR:
 
     MODEL_DIR/config.gin            the resolved gin config (written by the binary)
-    MODEL_DIR/checkpoints/<step>/   Orbax checkpoints (see checkpoint.py)
+    MODEL_DIR/checkpoints/<step>/   Orbax checkpoints (see checkpoints/store.py)
     MODEL_DIR/data_state/<step>/    each data shard's position at that checkpoint (see data_feed.py)
     MODEL_DIR/metrics.jsonl         one JSON object per log step (and per validation)
     MODEL_DIR/tensorboard/train/    TensorBoard scalars
@@ -29,17 +29,19 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from orca_jax import bundle, paths
+from orca_jax import paths
+from orca_jax.checkpoints import bundle
+from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir, clear_finished, mark_finished
+from orca_jax.data.config import DataConfig
 from orca_jax.data.packing import MODEL_FEATURES
-from orca_jax.data.tasks import REJECT_REASONS, DataConfig, host_batches, rejected_counts
 from orca_jax.errors import ConfigError, UserError
-from orca_jax.model.config import DTYPES, ModelConfig
+from orca_jax.evaluation import heldout
+from orca_jax.model import flops
+from orca_jax.model.config import DTYPES, RUNTIME_FIELDS, ModelConfig
 from orca_jax.model.llama import Decoder
-from orca_jax.parallel import sharding
+from orca_jax.parallel import distributed, sharding, topology
 from orca_jax.parallel.sharding import MeshConfig
-from orca_jax.training import flops
 from orca_jax.training import step as step_lib
-from orca_jax.training.checkpoint import Checkpoints, checkpoints_dir, clear_finished, mark_finished
 from orca_jax.training.data_feed import DataFeed, check_data, prune_data_states
 from orca_jax.training.metrics import MetricsLogger
 from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -72,11 +74,6 @@ def check_vocabulary(model_config: ModelConfig, data_config: DataConfig) -> None
             f"ModelConfig.vocab_size {model_config.vocab_size} is smaller than the vocabulary "
             f"{data_config.vocabulary!r} ({vocab_size} ids)"
         )
-
-
-# Fields that change only how the model runs, not what it computes: a run may differ from the
-# checkpoint it starts from in these.
-RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention")
 
 
 def check_same_model(run: ModelConfig, source: ModelConfig, where: str) -> None:
@@ -117,7 +114,7 @@ def build_train_step(
     shardings and the jitted train step. Nothing is allocated: the state exists only as shapes."""
     mesh = sharding.make_mesh(mesh_config, devices)
     rows_per_host = sharding.host_batch_size(train_config.batch_size, mesh)
-    if train_config.batch_size % (train_config.microbatches * mesh.shape["data"] * mesh.shape["fsdp"]):
+    if train_config.batch_size % (train_config.microbatches * sharding.batch_shards(mesh)):
         raise ConfigError(f"TrainConfig.batch_size {train_config.batch_size} does not split into "
                           f"{train_config.microbatches} microbatches over the mesh's batch shards")  # fmt: skip
     model = Decoder(model_config)
@@ -132,12 +129,10 @@ def build_train_step(
 
 
 def abstract_batch(batch_size: int, sequence_length: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes, dtypes and shardings of one global batch as the input pipeline delivers it."""
+    """Shapes, dtypes and shardings of one global batch as the train step receives it."""
     spec = sharding.batch_sharding(mesh)
-    batch = {name: jax.ShapeDtypeStruct((batch_size, sequence_length), np.int32, sharding=spec)
-             for name in MODEL_FEATURES}  # fmt: skip
-    batch["rejected"] = jax.ShapeDtypeStruct((batch_size, len(REJECT_REASONS)), np.int32, sharding=spec)
-    return batch
+    return {name: jax.ShapeDtypeStruct((batch_size, sequence_length), np.int32, sharding=spec)
+            for name in MODEL_FEATURES}  # fmt: skip
 
 
 class PreemptionWatch:
@@ -180,17 +175,18 @@ def train(
     Returns the metrics of the last log step."""
     check_vocabulary(model_config, data_config)
     program = build_train_step(model_config, optimizer_config, mesh_config, train_config)
-    mesh, model, tx, rows_per_host = program.mesh, program.model, program.tx, program.rows_per_host
-    total = train_config.num_steps
     checkpoints = Checkpoints(checkpoints_dir(model_dir), keep=train_config.keep_checkpoints or None,
                               keep_every=train_config.keep_every or None)  # fmt: skip
-    start = checkpoints.latest_step() or 0
-    if start < total and jax.process_index() == 0:
+    start, total = checkpoints.latest_step() or 0, train_config.num_steps
+    if start >= total:
+        checkpoints.close()
+        print(f"{checkpoints.directory} already holds step {start} >= num_steps {total}: nothing to train", flush=True)
+        return {}
+    if jax.process_index() == 0:
         clear_finished(model_dir)  # an evaluator following this run waits for its new steps
-    # Reading every record once (strict: stop at the first bad one) and building the pipeline both
-    # happen before anything is compiled.
+    # Every record is read once (strict: stop at the first bad one) before anything is compiled.
     data_summary = "" if start else check_data(model_dir, data_config)
-    feed = DataFeed(data_config, rows_per_host, seed=train_config.seed, data_shards=train_config.data_shards)
+    feed = DataFeed(data_config, program.rows_per_host, seed=train_config.seed, data_shards=train_config.data_shards)
     if train_config.eval_every and not any(fs.files("validation")[0] for fs in data_config.sources):
         raise ConfigError("TrainConfig.eval_every is set but no FileSet has validation files or a holdout_fraction")
     meta = {
@@ -201,138 +197,173 @@ def train(
         "added_tokens": list(data_config.added_tokens),
         "source": {"init_from": paths.absolute(init_from) if init_from else ""},
     }
-    rejected = np.zeros(len(REJECT_REASONS), np.int64)  # records the pipeline dropped, per reason
-
-    with sharding.use_mesh(mesh):
-        boxed, shardings = program.boxed_state, program.shardings
+    with sharding.use_mesh(program.mesh):
         if start:
-            print(f"resuming from {checkpoints.directory}/{start}", flush=True)
-            state = checkpoints.restore_state(start, sharding.strip_axis_names(boxed), shardings)
-            feed.restore(model_dir, start)
-            saved = checkpoints.restore_meta(start)
-            rejected += np.array([saved.get("rejected", {}).get(r, 0) for r in REJECT_REASONS])
-            meta["source"] = saved.get("source", meta["source"])
+            state, meta["source"] = resume(program, checkpoints, feed, model_dir, start, meta["source"])
         elif init_from:
-            state, meta["source"] = start_from(init_from, init_optimizer, model_config, tx, boxed, shardings, mesh)
+            state, meta["source"] = start_from(init_from, init_optimizer, model_config, program)
         else:
-            state = step_lib.init_state(model, tx, train_config.seed, shardings)
+            state = step_lib.init_state(program.model, program.tx, train_config.seed, program.shardings)
         print(
-            f"model: {model_config.num_params():,} parameters | mesh {dict(mesh.shape)} | "
+            f"model: {model_config.num_params():,} parameters | mesh {dict(program.mesh.shape)} | "
             f"batch {train_config.batch_size} x {data_config.sequence_length} | steps {start}->{total}"
             + (f" | data: {data_summary}" if data_summary else ""),
             flush=True,
         )
-        train_step = program.train_step
-        eval_step = step_lib.jit_eval_step(model, shardings.params, mesh) if train_config.eval_every else None
-        step_flops = flops.flops_per_token(model_config, data_config.sequence_length) * (
-            train_config.batch_size * data_config.sequence_length)  # fmt: skip
-        peak = flops.peak_flops_per_device()
-
-        logger = MetricsLogger(model_dir, total_steps=total, start_step=start)
-        watch = PreemptionWatch()
-        pending, timed, waited, streak, last, last_step = [], 0, 0.0, 0, {}, start
-        checked = counted = 0  # how many of `pending` were checked for non-finite / added to `rejected`
-        last_time = time.time()
+        loop = TrainLoop(model_dir, program, feed, checkpoints, meta, model_config, data_config, train_config, start)
+        # Where to resume, for the line a lost peer ends this process with (parallel/distributed.py).
+        distributed.report_progress_with(lambda: (loop.done, checkpoints.latest_on_disk()))
         try:
-            for step in range(start, total):
-                fetch_start = time.time()
-                batch = sharding.global_batch(next(feed), mesh)
-                waited += time.time() - fetch_start
-                state, metrics = train_step(state, batch)
-                pending.append(metrics)
-                if step == start:  # throughput counts the steps after compilation
-                    jax.block_until_ready(metrics)
-                    print(f"first step (compilation included): {time.time() - last_time:.1f}s", flush=True)
-                    last_time, waited = time.time(), 0.0
-                else:
-                    timed += 1
-                done = step + 1
-                preempted = watch.requested(done)
-                checkpoint_now = done % train_config.checkpoint_every == 0 or done == total or preempted
-                if checkpoint_now or done % train_config.log_every == 0 or done == total:
-                    pending = jax.device_get(pending)
-                    streak = check_finite(pending[checked:], streak, done, train_config.max_nonfinite, checkpoints)
-                    checked = len(pending)
-                    rejected += sum((m["rejected"] for m in pending[counted:]), np.zeros_like(rejected))
-                    counted = len(pending)
-                if checkpoint_now:
-                    feed.save(model_dir, done)  # before the checkpoint that refers to it
-                    checkpoints.save(done, state, {**meta, "rejected": rejected_counts(rejected)})
-                    prune_data_states(model_dir, checkpoints.all_steps() + [done])
-                if done % train_config.log_every == 0 or done == total or preempted:
-                    seconds = time.time() - last_time
-                    last = summarize(pending, timed, seconds, train_config, data_config)
-                    if timed:
-                        last["data_wait_fraction"] = waited / seconds
-                        last["tflops_per_device"] = step_flops * timed / seconds / jax.device_count() / 1e12
-                        if peak:
-                            last["mfu"] = last["tflops_per_device"] * 1e12 / peak
-                    last.update({f"data/rejected_{k}": float(v) for k, v in rejected_counts(rejected).items()})
-                    logger.write(done, last, done - last_step)
-                    pending, timed, waited, last_time, last_step = [], 0, 0.0, time.time(), done
-                    checked = counted = 0
-                if eval_step and (done % train_config.eval_every == 0 or done == total):
-                    scores = validation_loss(
-                        eval_step, state.params, mesh, data_config, rows_per_host, train_config.eval_batches
-                    )
-                    logger.write_validation(done, scores)
-                    last_time = time.time()
-                if preempted:
-                    print(f"SIGTERM: saved step {done} in {checkpoints.directory}; run again to continue", flush=True)
-                    break
+            loop.run(state)
+        except Exception as error:
+            # A dead peer surfaces here as a failed collective; say so in one line and exit.
+            distributed.exit_if_peer_lost(error, step=loop.done, resume_from=checkpoints.latest_on_disk())
+            raise
         finally:
-            watch.close()
-            checkpoints.wait()
-            saved_step = checkpoints.latest_step() or 0
-            checkpoints.close()
-            logger.close()
-    if start >= total:
-        print(f"{checkpoints.directory} already holds step {start} >= num_steps {total}: nothing to train", flush=True)
-    elif jax.process_index() == 0 and saved_step >= total:
-        mark_finished(model_dir, total)  # the final checkpoint is on disk (checkpoints.wait above)
-    return last
+            loop.close()
+    if jax.process_index() == 0 and loop.saved_step >= total:
+        mark_finished(model_dir, total)  # the final checkpoint is on disk (loop.close waited for it)
+    return loop.last
 
 
-def start_from(init_from, init_optimizer, model_config, tx, boxed, shardings, mesh):
+def resume(program: TrainProgram, checkpoints: Checkpoints, feed: DataFeed, model_dir: str, start: int, source):
+    """The state, data position and dropped-record count at checkpoint `start`, and the run's source."""
+    print(f"resuming from {checkpoints.directory}/{start}", flush=True)
+    state = checkpoints.restore_state(start, sharding.strip_axis_names(program.boxed_state), program.shardings)
+    saved = checkpoints.restore_meta(start)
+    feed.restore(model_dir, start, saved.get("rejected", {}))
+    return state, saved.get("source", source)
+
+
+def start_from(init_from: str, init_optimizer: bool, model_config: ModelConfig, program: TrainProgram):
     """The step-0 state of a run that starts from another run's (or an import's) parameters, and
     the source recorded in every checkpoint's meta."""
-    source = bundle.load(init_from, mesh)
+    source = bundle.load(init_from, program.mesh)
     check_same_model(model_config, source.config, init_from)
     record = {"init_from": paths.absolute(init_from), "step": source.step, "optimizer": init_optimizer}
+    shardings = program.shardings
     if not init_optimizer:
         print(f"starting from the parameters in {init_from} (step {source.step}), fresh optimizer", flush=True)
-        return step_lib.state_from_params(tx, source.params, shardings, DTYPES[model_config.param_dtype]), record
+        state = step_lib.state_from_params(program.tx, source.params, shardings, DTYPES[model_config.param_dtype])
+        return state, record
     root, checkpoints = bundle.open_run(init_from)
-    full = checkpoints.restore_state(source.step, sharding.strip_axis_names(boxed), shardings)
+    full = checkpoints.restore_state(source.step, sharding.strip_axis_names(program.boxed_state), shardings)
     checkpoints.close()
     print(f"starting from the full state of {root} (step {source.step}): parameters and optimizer", flush=True)
     return full.replace(step=jax.device_put(np.int32(0), shardings.step)), record
 
 
-def check_finite(steps: list[dict], streak: int, done: int, limit: int, checkpoints: Checkpoints) -> int:
-    """Counts consecutive skipped (non-finite) steps; `limit` in a row stop the run."""
-    for m in steps:
-        streak = streak + 1 if m["skipped"] else 0
-        if streak >= limit:
-            raise TrainingStopped(
-                f"the loss or gradient was not finite for {streak} steps in a row (up to step {done}); no update "
-                f"was applied for them, and the last checkpoint ({checkpoints.latest_step()}) holds the last good "
-                "parameters. Lower the learning rate, or check the data around these steps."
-            )
-    return streak
+@dataclasses.dataclass
+class LogWindow:
+    """The steps since the last log line: their metrics (device arrays until fetched), how many of them
+    ran after compilation (`timed`) and since when, and how long they waited for data."""
+
+    first_step: int
+    metrics: list = dataclasses.field(default_factory=list)
+    timed: int = 0
+    started: float = dataclasses.field(default_factory=time.time)
+    data_wait: float = 0.0
+    checked: int = 0  # metrics already checked for non-finite values
+
+    def restart_clock(self) -> None:
+        self.started, self.data_wait = time.time(), 0.0
 
 
-def validation_loss(eval_step, params, mesh, data_config: DataConfig, rows: int, max_batches: int) -> dict[str, float]:
-    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
-    batches = host_batches(data_config, "validation", rows, shuffle=False, seed=None, num_epochs=1,
-                           shard_index=jax.process_index(), num_shards=jax.process_count())  # fmt: skip
-    for i, batch in enumerate(batches):
-        if max_batches and i >= max_batches:
-            break
-        sums = jax.device_get(eval_step(params, sharding.global_batch(batch, mesh)))
-        totals = {k: totals[k] + float(sums[k]) for k in totals}
-    weight = max(totals["weight_sum"], 1.0)
-    return {"validation/loss": totals["loss_sum"] / weight, "validation/accuracy": totals["correct_sum"] / weight}
+class TrainLoop:
+    """The loop's state between steps: the current log window, the non-finite streak, the last log
+    line's metrics and the last saved step. `run` reads as the sequence of what happens per step."""
+
+    def __init__(self, model_dir: str, program: TrainProgram, feed: DataFeed, checkpoints: Checkpoints, meta: dict,
+                 model_config: ModelConfig, data_config: DataConfig, config: TrainConfig, start: int):  # fmt: skip
+        self.model_dir, self.program, self.feed, self.checkpoints = model_dir, program, feed, checkpoints
+        self.meta, self.data_config, self.config = meta, data_config, config
+        self.start, self.total, self.done, self.saved_step = start, config.num_steps, start, start
+        self.window, self.streak, self.last = LogWindow(start), 0, {}
+        self.logger = MetricsLogger(model_dir, total_steps=self.total, start_step=start)
+        self.watch = PreemptionWatch()
+        self.step_flops = flops.flops_per_token(model_config, data_config.sequence_length) * (
+            config.batch_size * data_config.sequence_length)  # fmt: skip
+        self.peak = topology.peak_flops_per_device()
+        self.loss_step = (heldout.jit_loss_step(program.model, program.shardings.params, program.mesh)
+                          if config.eval_every else None)  # fmt: skip
+
+    def run(self, state: step_lib.TrainState) -> None:
+        every = lambda n, done: done % n == 0 or done == self.total  # noqa: E731
+        for step in range(self.start, self.total):
+            state = self.step(state, step)
+            done = self.done = step + 1
+            preempted = self.watch.requested(done)
+            if every(self.config.checkpoint_every, done) or preempted:
+                self.save(done, state)
+            if every(self.config.log_every, done) or preempted:
+                self.log(done)
+            if self.loss_step and every(self.config.eval_every, done):
+                self.validate(done, state.params)
+            if preempted:
+                print(f"SIGTERM: saved step {done} in {self.checkpoints.directory}; run again to continue", flush=True)
+                break
+
+    def step(self, state: step_lib.TrainState, step: int) -> step_lib.TrainState:
+        fetch_start = time.time()
+        batch = sharding.global_batch(next(self.feed), self.program.mesh)
+        self.window.data_wait += time.time() - fetch_start
+        state, metrics = self.program.train_step(state, batch)
+        self.window.metrics.append(metrics)
+        if step == self.start:  # throughput counts the steps after compilation
+            jax.block_until_ready(metrics)
+            print(f"first step (compilation included): {time.time() - self.window.started:.1f}s", flush=True)
+            self.window.restart_clock()
+        else:
+            self.window.timed += 1
+        return state
+
+    def check_finite(self, done: int) -> None:
+        """Fetches the window's metrics and counts consecutive skipped (non-finite) steps; `max_nonfinite`
+        in a row stop the run."""
+        window = self.window
+        window.metrics = jax.device_get(window.metrics)
+        for m in window.metrics[window.checked:]:
+            self.streak = self.streak + 1 if m["skipped"] else 0
+            if self.streak >= self.config.max_nonfinite:
+                raise TrainingStopped(
+                    f"the loss or gradient was not finite for {self.streak} steps in a row (up to step {done}); no "
+                    f"update was applied for them, and the last checkpoint ({self.checkpoints.latest_step()}) holds "
+                    "the last good parameters. Lower the learning rate, or check the data around these steps."
+                )
+        window.checked = len(window.metrics)
+
+    def save(self, done: int, state: step_lib.TrainState) -> None:
+        self.check_finite(done)  # a run that must stop does not save the steps that made it stop
+        self.feed.save(self.model_dir, done)  # before the checkpoint that refers to it
+        self.checkpoints.save(done, state, {**self.meta, "rejected": self.feed.rejected()})
+        prune_data_states(self.model_dir, self.checkpoints.all_steps() + [done])
+        self.saved_step = done
+
+    def log(self, done: int) -> None:
+        self.check_finite(done)
+        window, seconds = self.window, time.time() - self.window.started
+        last = summarize(window.metrics, window.timed, seconds, self.config, self.data_config)
+        if window.timed:
+            last["data_wait_fraction"] = window.data_wait / seconds
+            last["tflops_per_device"] = self.step_flops * window.timed / seconds / jax.device_count() / 1e12
+            if self.peak:
+                last["mfu"] = last["tflops_per_device"] * 1e12 / self.peak
+        last.update({f"data/rejected_{k}": float(v) for k, v in self.feed.rejected().items()})
+        self.logger.write(done, last, done - window.first_step)
+        self.window, self.last = LogWindow(done), last
+
+    def validate(self, done: int, params) -> None:
+        scores = heldout.response_loss(self.loss_step, params, self.program.mesh, self.data_config,
+                                       self.program.rows_per_host, self.config.eval_batches)  # fmt: skip
+        self.logger.write_validation(done, {"validation/loss": scores["loss"],
+                                            "validation/accuracy": scores["token_accuracy"]})  # fmt: skip
+        self.window.restart_clock()  # validation time is not training throughput
+
+    def close(self) -> None:
+        self.watch.close()
+        self.checkpoints.wait()
+        self.checkpoints.close()
+        self.logger.close()
 
 
 def summarize(

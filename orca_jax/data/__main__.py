@@ -1,3 +1,0 @@
-from orca_jax.data.cli import main
-
-main()

@@ -1,0 +1,1 @@
+"""The mini-Orca study (`make replicate`): explanation tuning against answer imitation, measured."""
