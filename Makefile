@@ -48,7 +48,7 @@ $(TPU_STAMP): $(STAMP)
 	touch $(TPU_STAMP)
 
 test: $(TPU_STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist loadfile tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check orca_jax tests benchmarks
