@@ -1,6 +1,7 @@
 """Times the sharded train step (the one orca-train runs) on this machine's devices; prints one JSON line.
 
     python benchmarks/train_step.py          # the mini-Orca model and batch of configs/runs/mini_orca.gin
+    python benchmarks/train_step.py --scan_unroll 4   # the same, its 4 layers as straight-line code
     python benchmarks/train_step.py --d_model 128 --num_layers 4 --num_heads 4 --mlp_dim 384
     python benchmarks/train_step.py --bench_small --remat full   # issue 3's bench_small model
 
@@ -32,12 +33,13 @@ def main() -> None:
     p.add_argument("--num_layers", type=int, default=4)
     p.add_argument("--num_heads", type=int, default=2)
     p.add_argument("--mlp_dim", type=int, default=256)
-    p.add_argument("--vocab_size", type=int, default=260)
+    p.add_argument("--vocab_size", type=int, default=640)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=12)
     p.add_argument("--sequence_length", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--remat", default="none", choices=("none", "full", "save_dots"))
+    p.add_argument("--scan_unroll", type=int, default=1, help="layers per iteration of the layer scan")
     p.add_argument(
         "--bench_small", action="store_true", help="vocab 32000, d 512, MLP 1376, 8 layers, 8 heads, 8 x 512"
     )
@@ -54,6 +56,7 @@ def main() -> None:
         mlp_dim=args.mlp_dim,
         dtype=args.dtype,
         remat=args.remat,
+        scan_unroll=args.scan_unroll,
     )
     model = Decoder(cfg)
     opt = OptimizerConfig()
@@ -97,6 +100,7 @@ def main() -> None:
                 "machine": platform.machine(),
                 "params": cfg.num_params(),
                 "remat": args.remat,
+                "scan_unroll": args.scan_unroll,
                 "batch_size": b,
                 "sequence_length": t,
                 "step_seconds": round(step_seconds, 4),

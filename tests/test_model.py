@@ -194,3 +194,23 @@ def test_generation_sharded_on_8_devices_equals_one_device(model_and_params, dev
             weights = decode.prepare(model, placed)
             results.append(generate(model, weights, prompts, max_new_tokens=8, eos_id=7, mesh=mesh, pad_to=8))
     assert results[0] == results[1]
+
+
+def test_unrolled_layers_compute_the_same_loss_and_gradients(model_and_params):
+    """`scan_unroll` changes how the layer loop is compiled, not the function or the parameters."""
+    import dataclasses
+
+    _, params = model_and_params
+    rng = np.random.default_rng(2)
+    batch = example_batch(rng.integers(4, 260, 16).tolist(), 4)
+
+    def loss_and_grads(cfg):
+        return jax.jit(jax.value_and_grad(lambda p: token_losses(Decoder(cfg), p, batch)["loss_sum"]))(params)
+
+    (loop, loop_grads), (unrolled, unrolled_grads) = (
+        loss_and_grads(dataclasses.replace(CFG, scan_unroll=n)) for n in (1, CFG.num_layers))  # fmt: skip
+    np.testing.assert_allclose(unrolled, loop, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(unrolled_grads), jax.tree.leaves(loop_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="scan_unroll"):
+        ModelConfig(scan_unroll=0)

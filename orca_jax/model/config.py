@@ -21,7 +21,7 @@ ATTENTION_IMPLEMENTATIONS = ("xla", "splash", "cudnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Fields that change only how the model runs, not what it computes: a run may start from a checkpoint
 # that differs in these, and an export does not record them as part of the model.
-RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention")
+RUNTIME_FIELDS = ("param_dtype", "dtype", "remat", "attention", "scan_unroll")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,10 @@ class ModelConfig:
     param_dtype: str = "float32"  # master weights
     dtype: str = "bfloat16"  # activations and matmuls
     remat: str = "none"  # none | full | save_dots: what the backward pass recomputes per layer
+    # Layers per iteration of the layer scan. 1 is a loop (compile time independent of depth);
+    # num_layers is straight-line code, which XLA schedules across layers (faster for small models on
+    # CPU; BENCHMARKS.md). The parameters are stacked either way, so checkpoints do not change.
+    scan_unroll: int = 1
 
     def __post_init__(self):
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
@@ -61,6 +65,8 @@ class ModelConfig:
         for field in ("param_dtype", "dtype"):
             if getattr(self, field) not in DTYPES:
                 raise ConfigError(f"ModelConfig.{field}: {getattr(self, field)!r} is not one of {sorted(DTYPES)}")
+        if self.scan_unroll < 1:
+            raise ConfigError(f"ModelConfig.scan_unroll: {self.scan_unroll} must be at least 1")
         if self.num_heads % self.kv_heads:
             raise ConfigError(
                 f"ModelConfig: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.kv_heads}"
