@@ -183,7 +183,7 @@ S=$(md tpu-env | sed -n "s/^MEGASCALE_SLICE_ID: *'*\([0-9]*\).*/\1/p" || true)
 TAG=worker$W
 if [ -n "$S" ]; then TAG=slice$S.worker$W; fi
 L=$HOME/orca_logs
-alive() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in ""|*Z*) return 1;; esac; case "$(ps -o args= -p "$1")" in *orca-*) return 0;; esac; return 1; }
+alive() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in ""|*Z*) return 1;; esac; case "$(ps -ww -o args= -p "$1")" in *orca-*) return 0;; esac; return 1; }
 REMOTE
 )
 
