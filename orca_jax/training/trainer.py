@@ -221,6 +221,10 @@ def train(
             raise
         finally:
             loop.close()
+            # Keep only the numbers: a reference to the loop would keep its data feed, and the tf.data
+            # iterators in it, alive until interpreter shutdown, where destroying them can deadlock.
+            final = (loop.done, checkpoints.latest_on_disk())
+            distributed.report_progress_with(lambda: final)
     if jax.process_index() == 0 and loop.saved_step >= total:
         mark_finished(model_dir, total)  # the final checkpoint is on disk (loop.close waited for it)
     return loop.last
