@@ -22,7 +22,7 @@ from orca_jax.datagen.mini_orca import write_mini_orca
 from orca_jax.parallel.distributed import PEER_LOST
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEARTBEAT_TIMEOUT = 10
+HEARTBEAT_TIMEOUT = 20  # seconds; the survivor must end well within it (our evidence wait is 5 s)
 TINY = [
     "--gin.ModelConfig.d_model=32", "--gin.ModelConfig.num_layers=1", "--gin.ModelConfig.num_heads=2",
     "--gin.ModelConfig.num_kv_heads=2", "--gin.ModelConfig.mlp_dim=64", "--gin.DataConfig.sequence_length=256",

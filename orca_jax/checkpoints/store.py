@@ -54,6 +54,19 @@ def finished_step(model_dir: str) -> int | None:
         return int(json.loads(f.read())["step"])
 
 
+def use_coordination_service_barriers() -> None:
+    """Orbax's barriers through the coordination service instead of a device collective. By default
+    Orbax (0.12) syncs processes with a psum over all devices, and an asynchronous save runs some of
+    those from a background thread: on CPU (gloo) such a collective can interleave with the train
+    step's own, which pairs mismatched messages between processes and aborts them. The flag is an
+    absl flag; the binaries parse their own flags, so absl's are marked parsed (at their defaults)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+
+
 def _abstract(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
@@ -64,6 +77,8 @@ class Checkpoints:
 
     def __init__(self, directory: str, *, keep: int | None = None, keep_every: int | None = None, create: bool = True):
         self.directory = directory
+        if jax.process_count() > 1:
+            use_coordination_service_barriers()
         if not create and not tf.io.gfile.isdir(directory):
             raise CheckpointError(f"{directory}: no checkpoints folder (is this a MODEL_DIR that orca-train wrote?)")
         self._manager = ocp.CheckpointManager(

@@ -27,7 +27,11 @@ argument cannot be converted). So this module ends the process itself:
   in the key-value store (`_PeerWatch`, one counter per process, bumped every second) have stopped;
   otherwise it restores the default action and aborts as before, so real crashes keep their core
   files. absl has already printed its "Terminating process ..." message and stack by then: the
-  line comes last.
+  line comes last. Gloo can also abort (std::terminate on a broken transfer) before that evidence
+  exists, so the handler looks again for a few seconds before it decides.
+- a `threading.excepthook` for background threads that fail on the lost peer (Orbax's commit
+  thread waits at a coordination-service barrier the dead peer never reaches): the same test, the
+  same line, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def initialize(args: argparse.Namespace, prog: str = "orca") -> None:
     if jax.process_count() > 1:
         _PeerWatch().start()
         _catch_coordinator_abort(args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", ""))
+        threading.excepthook = _on_thread_error
 
 
 def report_progress_with(progress: Callable[[], tuple[int, str]] | None) -> None:
@@ -146,13 +151,39 @@ def _exit(lost: int | None, step: int | None, resume_from: str | None) -> None:
     os._exit(PEER_LOST)
 
 
+def _lost_peer(wait: float) -> int | None:
+    """The process that is gone, from evidence that needs no collective: the coordinator's port closed
+    (process 0), or a peer's key-value heartbeats stopped. A failure can surface here before its
+    evidence does (gloo aborts the moment a transfer breaks), so look again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        if _coordinator and jax.process_index() != 0 and not _answers(_coordinator):
+            return 0
+        lost = _PeerWatch.instance.silent_peer() if _PeerWatch.instance is not None else None
+        if lost is not None or time.monotonic() >= deadline:
+            return lost
+        time.sleep(0.5)  # releases the GIL: our heartbeat thread keeps reading the peers' counters
+
+
+def _evidence_wait() -> float:
+    """Long enough for a dead peer's heartbeats to count as stopped (see _PeerWatch.silent_peer)."""
+    return 3 * _PeerWatch.instance.interval + 2 if _PeerWatch.instance is not None else 0.0
+
+
+def _on_thread_error(hook_args: threading.ExceptHookArgs) -> None:
+    """A background thread's exception (Orbax's commit thread waits at a barrier a dead peer never
+    reaches): with a lost peer, the one line and exit; otherwise the default report."""
+    lost = _lost_peer(_evidence_wait())
+    if lost is not None:
+        _exit(lost, *_progress_or_none())
+    threading.__excepthook__(hook_args)
+
+
 @ctypes.CFUNCTYPE(None, ctypes.c_int)
 def _on_abort(signum: int) -> None:
     """Runs on the aborting C++ thread (ctypes takes the GIL): a lost peer ends cleanly, anything else
-    aborts as it would have."""
-    lost = 0 if _coordinator and jax.process_index() != 0 and not _answers(_coordinator) else None
-    if lost is None and _PeerWatch.instance is not None:
-        lost = _PeerWatch.instance.silent_peer()
+    aborts as it would have (a few seconds later: the time it takes to rule out a lost peer)."""
+    lost = _lost_peer(_evidence_wait())
     if lost is not None:
         if _progress is None:  # the main thread's failed collective knows the step: give it a moment
             time.sleep(_GRACE)

@@ -146,11 +146,15 @@ class PreemptionWatch:
     def _on_signal(self, signum, frame) -> None:
         self._requested = True
 
-    def requested(self, step: int) -> bool:
+    def requested(self, step: int, in_flight) -> bool:
+        """Whether to stop after `step`. With several hosts, a collective every `check_every` steps, once
+        `in_flight` (the step's outputs) is computed: a host collective that overlaps a running step's
+        own collectives can pair mismatched messages between processes (gloo aborts on CPU)."""
         if jax.process_count() == 1:
             return self._requested
         if step % self.check_every:
             return False
+        jax.block_until_ready(in_flight)
         return bool(np.any(multihost_utils.process_allgather(np.int32(self._requested))))
 
     def close(self) -> None:
@@ -296,7 +300,7 @@ class TrainLoop:
         for step in range(self.start, self.total):
             state = self.step(state, step)
             done = self.done = step + 1
-            preempted = self.watch.requested(done)
+            preempted = self.watch.requested(done, in_flight=state)
             if every(self.config.checkpoint_every, done) or preempted:
                 self.save(done, state)
             if every(self.config.log_every, done) or preempted:
