@@ -44,11 +44,14 @@ def call(capsys):
 
     def call_main(module, *args):
         main = importlib.import_module(f"orca_jax.cli.{module}").main
-        with pytest.raises(SystemExit) as stopped:
+        code = 0
+        try:
             main([a.replace("configs/", f"{REPO}/configs/", 1) if a.startswith("--gin_file=configs/") else a
                   for a in args])  # fmt: skip
+        except SystemExit as stopped:
+            code = stopped.code
         out = capsys.readouterr()
-        return types.SimpleNamespace(returncode=stopped.value.code, stdout=out.out, stderr=out.err)
+        return types.SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
 
     return call_main
 
@@ -71,7 +74,7 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_generate_train_eval_end_to_end(data_dir, tmp_path):
+def test_generate_train_eval_end_to_end(data_dir, tmp_path, call):
     model_dir = str(tmp_path / "model")
     train_args = [
         "--gin_file=configs/runs/mini_orca.gin",
@@ -92,7 +95,7 @@ def test_generate_train_eval_end_to_end(data_dir, tmp_path):
     assert os.listdir(os.path.join(model_dir, "tensorboard", "train"))
 
     # A second run finds the final checkpoint and has nothing left to do.
-    again = run("train", *train_args)
+    again = call("train", *train_args)
     assert again.returncode == 0 and "nothing to train" in again.stdout, again.stderr[-2000:]
 
     result = run(
@@ -198,7 +201,7 @@ def write_tiny_hf_llama(folder, dtype):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_import_then_export_keeps_the_source_dtype_and_bytes(tmp_path):
+def test_import_then_export_keeps_the_source_dtype_and_bytes(tmp_path, call):
     import ml_dtypes
 
     from orca_jax.checkpoints import hf
@@ -206,13 +209,13 @@ def test_import_then_export_keeps_the_source_dtype_and_bytes(tmp_path):
     (hf_dir := tmp_path / "hf").mkdir()
     write_tiny_hf_llama(hf_dir, ml_dtypes.bfloat16)
     ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "out")
-    imported = run("import_hf", "--hf_dir", str(hf_dir), "--out", ckpt)
+    imported = call("import_hf", "--hf_dir", str(hf_dir), "--out", ckpt)
     assert imported.returncode == 0 and "parameters (bfloat16)" in imported.stdout, imported.stderr[-2000:]
-    exported = run("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out)
+    exported = call("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out)
     assert exported.returncode == 0 and "as hf (bfloat16)" in exported.stdout, exported.stderr[-2000:]
     source, written = hf.SafetensorsFolder(str(hf_dir)), hf.SafetensorsFolder(out)
     assert written.names() == source.names()
     for name in source.names():
         a, b = source.get(name), written.get(name)
         assert (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes()), name
-    assert_clean_error(run("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out), "not empty")
+    assert_clean_error(call("export", "--checkpoint_dir", ckpt, "--format", "hf", "--out", out), "not empty")

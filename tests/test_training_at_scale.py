@@ -248,7 +248,7 @@ def test_two_processes_train_and_evaluate_as_one(data_dir, tmp_path):
     def eval_args(output_dir):
         return [sys.executable, "-m", "orca_jax.cli.eval", "--gin_file=configs/runs/eval_mini.gin",
                 f"--gin.CHECKPOINT_DIR={two}", f"--gin.DATA_DIR={data_dir}", f"--gin.evaluate.output_dir={output_dir}",
-                "--gin.Generation.max_new_tokens=24", "--gin.Generation.batch_size=8"]  # fmt: skip
+                "--gin.Generation.max_new_tokens=8", "--gin.Generation.batch_size=8"]  # fmt: skip
 
     run(eval_args(str(tmp_path / "eval_one")), devices=8)
     for p in two_processes(eval_args(str(tmp_path / "eval_two"))):

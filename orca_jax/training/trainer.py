@@ -177,8 +177,6 @@ def train(
     `orca-import-hf` output, or a Hugging Face folder) when given, else from a random init; with
     `init_optimizer` it also takes that run's optimizer state (progressive learning "in full").
     Returns the metrics of the last log step."""
-    check_vocabulary(model_config, data_config)
-    program = build_train_step(model_config, optimizer_config, mesh_config, train_config)
     checkpoints = Checkpoints(checkpoints_dir(model_dir), keep=train_config.keep_checkpoints or None,
                               keep_every=train_config.keep_every or None)  # fmt: skip
     start, total = checkpoints.latest_step() or 0, train_config.num_steps
@@ -186,6 +184,8 @@ def train(
         checkpoints.close()
         print(f"{checkpoints.directory} already holds step {start} >= num_steps {total}: nothing to train", flush=True)
         return {}
+    check_vocabulary(model_config, data_config)
+    program = build_train_step(model_config, optimizer_config, mesh_config, train_config)
     if jax.process_index() == 0:
         clear_finished(model_dir)  # an evaluator following this run waits for its new steps
     # Every record is read once (strict: stop at the first bad one) before anything is compiled.
