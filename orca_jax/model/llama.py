@@ -137,8 +137,9 @@ class Decoder(nn.Module):
         x = jnp.take(embedding, tokens, axis=0).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
-        # The rotation angles and the attention mask are the same in every layer: made once here, not
-        # once per layer inside the scan (on CPU the mask alone was a fifth of a small model's step).
+        # The rotation angles and the attention mask are the same in every layer: made once here and
+        # passed in. (XLA had already hoisted most of that work out of the layer loop: at the mini-Orca
+        # shapes the step time did not change measurably; BENCHMARKS.md.)
         rope = rope_angles(positions, rope_frequencies(cfg))
         mask = None
         if cfg.attention != "splash":
