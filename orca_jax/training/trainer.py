@@ -9,6 +9,8 @@ them from gin. Everything the run writes goes into MODEL_DIR:
     MODEL_DIR/metrics.jsonl         one JSON object per log step (and per validation)
     MODEL_DIR/tensorboard/train/    TensorBoard scalars
     MODEL_DIR/data_report.json      records read at the start, valid and rejected per reason
+    MODEL_DIR/rejects.jsonl         with policy 'skip': one line per rejected record, as `orca-data
+                                    validate --rejects` writes it
 
 A run never loses more than the steps since its last checkpoint: it resumes from the latest
 complete one with parameters, optimizer state and data position, so that it continues exactly
