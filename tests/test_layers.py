@@ -23,13 +23,18 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "orca_jax"
 
 LAYERS = {
-    "errors": 0, "paths": 0, "console": 0,
-    "data": 1, "parallel": 1,
-    "model": 2, "datagen": 2,
+    "errors": 0,
+    "paths": 0,
+    "console": 0,
+    "data": 1,
+    "parallel": 1,
+    "model": 2,
+    "datagen": 2,
     "checkpoints": 3,
     "evaluation": 4,
     "training": 5,
-    "api": 6, "study": 6,
+    "api": 6,
+    "study": 6,
     "cli": 7,
 }
 
@@ -78,16 +83,22 @@ def test_every_import_points_down():
 
 
 def test_every_top_level_unit_has_a_layer():
-    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
-             if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").exists())}
+    units = {
+        p.stem if p.is_file() else p.name
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").exists())
+    }
     assert units <= set(LAYERS), f"give these a layer: {sorted(units - set(LAYERS))}"
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from orca_jax.training import step\n", "evaluation imports orca_jax.training"),
-    ("def f():\n    from orca_jax.cli import gin_flags\n", "evaluation imports orca_jax.cli"),
-    ("from orca_jax import api\n", "evaluation imports orca_jax.api"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from orca_jax.training import step\n", "evaluation imports orca_jax.training"),
+        ("def f():\n    from orca_jax.cli import gin_flags\n", "evaluation imports orca_jax.cli"),
+        ("from orca_jax import api\n", "evaluation imports orca_jax.api"),
+    ],
+)
 def test_the_guard_catches_an_upward_import(tmp_path, monkeypatch, source, expected):
     fake = tmp_path / "orca_jax"
     (fake / "evaluation").mkdir(parents=True)
@@ -111,6 +122,9 @@ def is_binary(path: pathlib.Path) -> bool:
 
 
 def test_modules_and_binaries_stay_small():
-    too_long = {str(p.relative_to(PACKAGE.parent)): n for p in module_files()
-                if (n := len(p.read_text().splitlines())) > (150 if is_binary(p) else 400)}
+    too_long = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in module_files()
+        if (n := len(p.read_text().splitlines())) > (150 if is_binary(p) else 400)
+    }
     assert too_long == {}, "modules over 400 lines, or binaries (cli/ modules with a main) over 150"

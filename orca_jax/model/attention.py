@@ -44,20 +44,28 @@ def xla_attention(q: Array, k: Array, v: Array, mask: Array, head_major: bool = 
     """q: [B, T, H, E], k and v: [B, S, K, E], mask: [B, T, S] -> [B, T, H, E].
 
     head_major: k and v are [B, K, S, E], the KV cache's layout. With each head's keys contiguous, a
-    decode step's dots need no transpose of the cache (5x faster at batch 16 on CPU)."""
+    decode step's dots need no transpose of the cache (5x faster at batch 16 on CPU).
+
+    With one query head per kv head (multi-head attention) the dots are 4-D, [B, H, T, S]; grouped
+    queries add a G axis, [B, K, G, T, S]. The unit G axis is not free: on CPU the 5-D form of
+    multi-head attention made the train step 8% slower (BENCHMARKS.md)."""
     b, t, h, e = q.shape
     kv_spec = "bkse" if head_major else "bske"
     kv = k.shape[1] if head_major else k.shape[2]
+    if kv == h:
+        scores = jnp.einsum(f"btke,{kv_spec}->bkts", q, k)
+        probs = _masked_softmax(scores, mask[:, None], e).astype(v.dtype)
+        return jnp.einsum(f"bkts,{kv_spec}->btke", probs, v)
     q = q.reshape(b, t, kv, h // kv, e)
     scores = jnp.einsum(f"btkge,{kv_spec}->bkgts", q, k)
-    probs = _masked_softmax(scores, mask, e).astype(v.dtype)
+    probs = _masked_softmax(scores, mask[:, None, None], e).astype(v.dtype)
     return jnp.einsum(f"bkgts,{kv_spec}->btkge", probs, v).reshape(b, t, h, e)
 
 
 def _masked_softmax(scores: Array, mask: Array, head_size: int) -> Array:
-    """Softmax over S of scores [B, K, G, T, S] / sqrt(E), in float32, where mask [B, T, S] allows."""
+    """Softmax over the last axis (S) of scores / sqrt(E), in float32, where mask (broadcast) allows."""
     scores = scores.astype(jnp.float32) / np.sqrt(head_size).astype(np.float32)
-    scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+    scores = jnp.where(mask, scores, NEG_INF)
     return jax.nn.softmax(scores, axis=-1)
 
 
@@ -115,6 +123,6 @@ def splash_attention(q: Array, k: Array, v: Array, segments: Array, window: int 
     # Rows split as the rules table splits "batch", heads as it splits "act_heads".
     heads = nn.logical_to_mesh_axes(("batch", "length", "act_heads", "head_dim"), sharding.LOGICAL_AXIS_RULES)
     rows = nn.logical_to_mesh_axes(("batch", "length"), sharding.LOGICAL_AXIS_RULES)
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=(heads, heads, heads, rows), out_specs=heads, check_vma=False
-    )(q, k, v, segments)
+    return jax.shard_map(local, mesh=mesh, in_specs=(heads, heads, heads, rows), out_specs=heads, check_vma=False)(
+        q, k, v, segments
+    )

@@ -67,6 +67,21 @@ def rotate(x: Array, cos: Array, sin: Array) -> Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+def dense(x: Array, w: Array, in_dims: int = 1) -> Array:
+    """x [B, T, *in] times w [*in, *out] -> [B, T, *out], as one 2-D matmul over the B * T tokens.
+
+    Why not an einsum over [B, T, ...]: XLA:CPU canonicalizes a dot that contracts two dimensions
+    (the weight gradient contracts B and T) by transposing an operand, and fuses that transpose into
+    the producer as a strided write, which cost 15-25% of a CPU train step (BENCHMARKS.md). With the
+    tokens flattened first, every forward and backward dot is a plain matrix product. The reshapes
+    are free (bitcasts) and change nothing under a mesh: B stays the major, sharded dimension."""
+    b, t = x.shape[:2]
+    k = int(np.prod(x.shape[2:]))
+    out = w.shape[in_dims:]
+    y = x.reshape(b * t, k) @ w.reshape(k, int(np.prod(out)))
+    return y.reshape(b, t, *out)
+
+
 def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], names: tuple[str, ...], dtype):
     return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
 
@@ -98,16 +113,16 @@ class DecoderLayer(nn.Module):
         )
         wo = _param(self, "wo", fan_in(in_axis=(0, 1), out_axis=2), (h, e, d), ("heads", "head_dim", "embed"), pdtype)
         cos, sin = rope
-        q = rotate(jnp.einsum("btd,dhe->bthe", y, wq.astype(dtype)), cos, sin)
-        k = rotate(jnp.einsum("btd,dke->btke", y, wk.astype(dtype)), cos, sin)
-        v = jnp.einsum("btd,dke->btke", y, wv.astype(dtype))
+        q = rotate(dense(y, wq.astype(dtype)), cos, sin)
+        k = rotate(dense(y, wk.astype(dtype)), cos, sin)
+        v = dense(y, wv.astype(dtype))
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         if cfg.attention == "splash":
             out = attention.splash_attention(q, k, v, segment_ids, cfg.sliding_window)
         else:
             attend = attention.cudnn_attention if cfg.attention == "cudnn" else attention.xla_attention
             out = attend(q, k, v, mask)
-        x = x + jnp.einsum("bthe,hed->btd", out, wo.astype(dtype))
+        x = x + dense(out, wo.astype(dtype), in_dims=2)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
 
         # SwiGLU MLP.
@@ -115,9 +130,9 @@ class DecoderLayer(nn.Module):
         w_gate = _param(self, "w_gate", fan_in(), (d, f), ("embed", "mlp"), pdtype)
         w_up = _param(self, "w_up", fan_in(), (d, f), ("embed", "mlp"), pdtype)
         w_down = _param(self, "w_down", fan_in(), (f, d), ("mlp", "embed"), pdtype)
-        hidden = jax.nn.silu(y @ w_gate.astype(dtype)) * (y @ w_up.astype(dtype))
+        hidden = jax.nn.silu(dense(y, w_gate.astype(dtype))) * dense(y, w_up.astype(dtype))
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "act_mlp"))
-        x = x + hidden @ w_down.astype(dtype)
+        x = x + dense(hidden, w_down.astype(dtype))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
         return x, None  # (carry, per-layer output) for nn.scan
 
@@ -172,7 +187,8 @@ def output_logits(cfg: ModelConfig, x: Array, final_norm: Array, head: Array) ->
     """The final RMSNorm and the output projection (head: [D, V]) -> float32 logits [B, T, V]."""
     dtype = DTYPES[cfg.dtype]
     x = rms_norm(x, final_norm, cfg.norm_eps, dtype)
-    logits = nn.with_logical_constraint((x @ head.astype(dtype)).astype(jnp.float32), ("batch", "length", "act_vocab"))
+    logits = dense(x, head.astype(dtype)).astype(jnp.float32)
+    logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
     # Padded vocabulary rows, and ids below the offset, are never predicted. (Decided at trace
     # time: most models have neither, and the mask costs a pass over the largest activation.)
     if cfg.id_offset or cfg.padded_vocab_size != cfg.vocab_size:

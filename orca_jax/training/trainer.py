@@ -332,7 +332,7 @@ class TrainLoop:
         in a row stop the run."""
         window = self.window
         window.metrics = jax.device_get(window.metrics)
-        for m in window.metrics[window.checked:]:
+        for m in window.metrics[window.checked :]:
             self.streak = self.streak + 1 if m["skipped"] else 0
             if self.streak >= self.config.max_nonfinite:
                 raise TrainingStopped(
