@@ -17,7 +17,9 @@ def pack(examples, capacity, mode, rejects=None):
     targets = [np.array(t, np.int32) for t, _ in examples]
     roles = [np.array(r, np.int32) for _, r in examples]
     rejects = np.zeros(len(examples), np.int32) if rejects is None else np.array(rejects, np.int32)
-    return packing.pack_window(targets, roles, rejects, capacity, mode, bos_id=1, num_reasons=3)
+    rows, carry = packing.pack_window(targets, roles, rejects, capacity, mode, bos_id=1, num_reasons=3)
+    assert carry == []  # the last window carries nothing
+    return rows
 
 
 @pytest.mark.parametrize("mode", ["greedy", "best_fit"])
@@ -40,8 +42,8 @@ def test_unpacked_rows_hold_one_example_each():
 
 def test_greedy_keeps_order_and_best_fit_fills_gaps():
     lengths = [6, 5, 4, 3, 2]  # capacity 8
-    assert packing.assign_rows(lengths, 8, "greedy") == [[0], [1], [2, 3], [4]]
-    assert packing.assign_rows(lengths, 8, "best_fit") == [[0, 4], [1, 3], [2]]
+    assert packing.assign_rows(lengths, 8, "greedy") == ([[0], [1], [2, 3]], [[4]])  # the newest row stays open
+    assert packing.assign_rows(lengths, 8, "best_fit") == ([[0, 4], [1, 3]], [[2]])  # room 4 >= the shortest, 2
 
 
 def test_rejected_examples_are_counted_not_packed():
@@ -86,3 +88,86 @@ def test_packing_properties(records, capacity, mode):
             got.append((targets[weights == 0].tolist(), targets[weights == 1].tolist()))
         assert not rows["decoder_loss_weights"][r][segments == 0].any()
     assert sorted(got) == sorted(expected)
+
+
+def example_stream(lengths, rejects=None):
+    """A tf.data stream of examples whose tokens name them: example k is [1000k + 3, 1000k + 4, ...]."""
+    import tensorflow as tf
+
+    rejects = [0] * len(lengths) if rejects is None else rejects
+    targets = [[1000 * k + 3 + j for j in range(n)] for k, n in enumerate(lengths)]
+    roles = [[1] * (n // 2) + [2] * (n - n // 2) for n in lengths]
+    ragged = lambda rows: tf.ragged.constant(rows, dtype=tf.int32, ragged_rank=1)  # noqa: E731
+    # From tensors, not a Python generator: the iterator's position can then be checkpointed.
+    return tf.data.Dataset.from_tensor_slices(
+        {"targets": ragged(targets), "roles": ragged(roles), "reject": tf.constant(rejects, tf.int32)}
+    )
+
+
+def packed_rows(ds, capacity, mode, window):
+    out = packing.pack_dataset(ds, capacity, mode=mode, window=window, bos_id=1, num_reasons=3)
+    return [{k: v.numpy() for k, v in row.items()} for row in out]
+
+
+def examples_in(rows):
+    return sorted(
+        int(row["decoder_target_tokens"][row["decoder_segment_ids"] == s][0]) // 1000
+        for row in rows
+        for s in range(1, row["decoder_segment_ids"].max() + 1)
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 30), min_size=1, max_size=40), window=st.integers(1, 9),
+       mode=st.sampled_from(["greedy", "best_fit", "none"]))  # fmt: skip
+def test_stream_emits_every_example_once_in_as_many_rows_as_count_rows_says(lengths, window, mode):
+    rows = packed_rows(example_stream(lengths), 32, mode, window)
+    assert examples_in(rows) == list(range(len(lengths)))  # the last window's carry is flushed
+    assert len(rows) == packing.count_rows(lengths, 32, mode, window)  # orca-data stats agrees
+
+
+@settings(max_examples=100, deadline=None)
+@given(lengths=st.lists(st.integers(1, 30), min_size=2, max_size=60), mode=st.sampled_from(["greedy", "best_fit"]))
+def test_carried_rows_are_emitted_by_the_next_window_and_never_make_more_rows(lengths, mode):
+    half = len(lengths) // 2
+    first, carry = packing.assign_rows(lengths[:half], 32, mode)
+    carried_lengths = [lengths[i] for row in carry for i in row]
+    second, carry_again = packing.assign_rows(carried_lengths + lengths[half:], 32, mode, packing.renumber(carry))
+    emitted = {i for row in second for i in row}
+    assert all(i in emitted for row in packing.renumber(carry) for i in row)  # waited one window at most
+    assert not any(i < len(carried_lengths) for row in carry_again for i in row)
+    # Carrying never costs a row: the two windows together need no more rows than packed apart.
+    apart = sum(
+        len(e) + len(c) for e, c in (packing.assign_rows(w, 32, mode) for w in (lengths[:half], lengths[half:]))
+    )
+    assert len(first) + len(second) + len(carry_again) <= apart
+
+
+def test_carry_fills_the_rows_a_window_would_leave_part_full():
+    # Windows of 3: each alone would close a row holding a single 10 (capacity 32).
+    lengths = [22, 10, 10, 22, 10, 10]
+    apart = sum(len(e) + len(c) for e, c in (packing.assign_rows(lengths[i : i + 3], 32, "best_fit") for i in (0, 3)))
+    assert apart == 4
+    assert packing.count_rows(lengths, 32, "best_fit", window=3) == 3
+    assert len(packed_rows(example_stream(lengths), 32, "best_fit", 3)) == 3
+
+
+def test_rejects_are_reported_when_a_window_emits_no_row():
+    # Window 1 keeps one short example (carried, so it emits nothing) and rejects one of reason 2.
+    rows = packed_rows(example_stream([5, 0, 6], rejects=[0, 2, 0]), 32, "best_fit", 2)
+    assert sum(row["rejected"] for row in rows).tolist() == [0, 1, 0]
+    assert examples_in(rows) == [0, 2]
+
+
+def test_iterator_checkpoint_keeps_the_carried_rows(tmp_path):
+    import tensorflow as tf
+
+    lengths = [int(n) for n in np.random.default_rng(0).integers(1, 30, 80)]
+    ds = packing.pack_dataset(example_stream(lengths), 32, mode="best_fit", window=7, bos_id=1, num_reasons=3)
+    straight = [row["decoder_target_tokens"].numpy().tolist() for row in ds]
+    it = iter(ds)
+    head = [next(it)["decoder_target_tokens"].numpy().tolist() for _ in range(10)]
+    path = tf.train.Checkpoint(iterator=it).write(str(tmp_path / "ckpt"))
+    fresh = iter(ds)
+    tf.train.Checkpoint(iterator=fresh).read(path).assert_consumed()
+    assert head + [row["decoder_target_tokens"].numpy().tolist() for row in fresh] == straight

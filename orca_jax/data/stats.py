@@ -73,10 +73,7 @@ def example_lengths(config: DataConfig, split: str = "train") -> tuple[int, Coun
 
 def compute_stats(config: DataConfig, split: str = "train") -> DataStats:
     n, rejected, lengths = example_lengths(config, split)
-    rows = 0
-    for start in range(0, len(lengths), config.pack_window):
-        rows += len(packing.assign_rows(lengths[start : start + config.pack_window], config.sequence_length,
-                                        config.packing))  # fmt: skip
+    rows = packing.count_rows(lengths, config.sequence_length, config.packing, config.pack_window)
     tokens = sum(lengths)
     return DataStats(
         n, dict(rejected), np.array(lengths, np.int64), rows, tokens / max(rows * config.sequence_length, 1)
