@@ -38,6 +38,43 @@ def flops_per_token(vocab: int, hidden: int, mlp: int, layers: int, seq: int) ->
     return 6 * matmul + 12 * layers * hidden * seq
 
 
+def packed_batch(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """Fully packed rows of random tokens (one example per row), loss on every token."""
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.seq)
+    return {
+        "decoder_input_tokens": rng.integers(3, args.vocab, shape).astype(np.int32),
+        "decoder_target_tokens": rng.integers(3, args.vocab, shape).astype(np.int32),
+        "decoder_loss_weights": np.ones(shape, np.int32),
+        "decoder_segment_ids": np.ones(shape, np.int32),
+        "decoder_positions": np.tile(np.arange(args.seq, dtype=np.int32), (args.batch, 1)),
+    }
+
+
+def train_step_for(args: argparse.Namespace, scan_unroll: int, dtype: str = "float32"):
+    """orca-train's jitted step for the peers' model on one device (run under its mesh), the initial
+    state, and the packed batch on the device."""
+    cfg = ModelConfig(
+        vocab_size=args.vocab, d_model=args.hidden, mlp_dim=args.intermediate, num_layers=args.layers,
+        num_heads=args.heads, dtype=dtype, param_dtype="float32", scan_unroll=scan_unroll,
+    )  # fmt: skip
+    model = Decoder(cfg)
+    opt = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0)
+    tx, schedule = make_optimizer(opt, 1000), learning_rate_schedule(opt, 1000)
+    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
+    with sharding.use_mesh(mesh):
+        shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
+        state = step_lib.init_state(model, tx, 0, shardings)
+        jitted = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
+        batch = sharding.global_batch(packed_batch(args), mesh)
+
+    def train_step(state, batch):
+        with sharding.use_mesh(mesh):
+            return jitted(state, batch)
+
+    return train_step, state, batch
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, default in [("vocab", 32000), ("hidden", 512), ("intermediate", 1376), ("layers", 8), ("heads", 8),
@@ -48,50 +85,31 @@ def main() -> None:
     p.add_argument("--scan_unroll", type=int, default=0, help="layers per scan iteration; 0: all (straight-line)")
     args = p.parse_args()
 
-    cfg = ModelConfig(
-        vocab_size=args.vocab, d_model=args.hidden, mlp_dim=args.intermediate, num_layers=args.layers,
-        num_heads=args.heads, dtype=args.dtype, param_dtype="float32", scan_unroll=args.scan_unroll or args.layers,
-    )  # fmt: skip
-    rng = np.random.default_rng(0)
-    shape = (args.batch, args.seq)
-    batch = {
-        "decoder_input_tokens": rng.integers(3, args.vocab, shape).astype(np.int32),
-        "decoder_target_tokens": rng.integers(3, args.vocab, shape).astype(np.int32),
-        "decoder_loss_weights": np.ones(shape, np.int32),
-        "decoder_segment_ids": np.ones(shape, np.int32),
-        "decoder_positions": np.tile(np.arange(args.seq, dtype=np.int32), (args.batch, 1)),
-    }
-    model = Decoder(cfg)
-    opt = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0)
-    tx, schedule = make_optimizer(opt, 1000), learning_rate_schedule(opt, 1000)
-    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-    times, intervals = [], []
+    unroll = args.scan_unroll or args.layers
     start = time.perf_counter()
-    with sharding.use_mesh(mesh):
-        shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
-        state = step_lib.init_state(model, tx, 0, shardings)
-        train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
-        global_batch = sharding.global_batch(batch, mesh)
-        for _ in range(args.warmup):
-            state, metrics = train_step(state, global_batch)
-            jax.block_until_ready(metrics)
-        warmup_s = time.perf_counter() - start
-        for i in range(args.steps):
-            epoch, t0 = time.time(), time.perf_counter()
-            state, metrics = train_step(state, global_batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
-            intervals.append([round(epoch, 3), round(time.time(), 3)])
-            print(f"  step {i}: {times[-1]:.3f}s loss={float(metrics['loss']):.4f}")
+    train_step, state, batch = train_step_for(args, unroll, args.dtype)
+    params = sum(x.size for x in jax.tree.leaves(state.params))
+    times, intervals = [], []
+    for _ in range(args.warmup):
+        state, metrics = train_step(state, batch)
+        jax.block_until_ready(metrics)
+    warmup_s = time.perf_counter() - start
+    for i in range(args.steps):
+        epoch, t0 = time.time(), time.perf_counter()
+        state, metrics = train_step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+        intervals.append([round(epoch, 3), round(time.time(), 3)])
+        print(f"  step {i}: {times[-1]:.3f}s loss={float(metrics['loss']):.4f}")
 
     tokens = args.batch * args.seq
     mean = sum(times) / len(times)
     fpt = flops_per_token(args.vocab, args.hidden, args.intermediate, args.layers, args.seq)
     matmul = fpt // 6 - 2 * args.layers * args.hidden * args.seq
     result = {
-        "peer": "orca_jax", "params_total": cfg.num_params(), "params_matmul": matmul, "vocab": args.vocab,
+        "peer": "orca_jax", "params_total": params, "params_matmul": matmul, "vocab": args.vocab,
         "hidden": args.hidden, "intermediate": args.intermediate, "layers": args.layers, "heads": args.heads,
-        "seq": args.seq, "batch": args.batch, "dtype": args.dtype, "scan_unroll": cfg.scan_unroll,
+        "seq": args.seq, "batch": args.batch, "dtype": args.dtype, "scan_unroll": unroll,
         "step_s_mean": mean, "step_s_best": min(times), "warmup_s": warmup_s, "tokens_per_s": tokens / mean,
         "tokens_per_s_best": tokens / min(times), "model_flops_per_token": fpt, "achieved_flops": tokens / mean * fpt,
         "step_intervals_epoch": intervals,

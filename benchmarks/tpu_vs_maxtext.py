@@ -60,7 +60,8 @@ def maxtext_compile(topology: str, remat: str, batch_size: int, chips: int, extr
     with tempfile.TemporaryDirectory(prefix="maxtext_compile_") as dump:
         base_yml = os.path.join(base, "configs", "base.yml")
         cmd = [MAXTEXT_PYTHON, "-m", "maxtext.trainers.pre_train.train_compile", base_yml,
-               f"compile_topology={topology}", "compile_topology_num_slices=1", "model_name=llama2-13b",
+               f"compile_topology={topology.replace('v5litepod-', 'v5e-')}",  # MaxText's name for v5e slices
+               "compile_topology_num_slices=1", "model_name=llama2-13b",
                f"per_device_batch_size={batch_size // chips}", "max_target_length=2048", "ici_fsdp_parallelism=-1",
                "attention=dot_product", f"remat_policy={remat}", "run_name=compare", f"base_output_directory={dump}",
                *extra]  # fmt: skip
@@ -101,7 +102,8 @@ def main() -> None:
     device = tpu_slice.devices()[0]
     chips, batch, length = ours["chips"], ours["batch_size"], ours["sequence_length"]
     theirs = maxtext_compile(args.topology, args.maxtext_remat, batch, chips, args.maxtext_arg)
-    seconds, uncounted = xla_cost.estimated_seconds(theirs["hlo"], device)
+    estimate = xla_cost.estimated_seconds(theirs["hlo"], device)
+    seconds = estimate.seconds
     model = ModelConfig(vocab_size=MAXTEXT_VOCAB, d_model=5120, num_layers=40, num_heads=40, mlp_dim=13824)
     model_flops = flops.flops_per_token(model, length) * batch * length
     mem = theirs["memory"]
@@ -117,9 +119,12 @@ def main() -> None:
         "benchmark": "tpu_vs_maxtext", "topology": args.topology, "chips": chips, "batch": batch, "length": length,
         "orca_jax": {**row(ours["estimated_step_seconds"], ours["model_flops_per_step"],
                            ours["memory_per_chip"]["total"], ours["remat"]),
-                     "attention": ours["attention"], "mesh": ours["mesh"], "command": ours["command"]},
+                     "attention": ours["attention"], "mesh": ours["mesh"], "command": ours["command"],
+                     "splash_seconds_at_peak": round(ours.get("estimated_custom_kernel_seconds", 0.0), 4),
+                     "unpriced_kernels": ours.get("unpriced_kernels", [])},
         "maxtext": {**row(seconds, model_flops, maxtext_total, args.maxtext_remat), "attention": "dot_product",
-                    "uncounted_loops": uncounted, "command": theirs["command"]},
+                    "uncounted_loops": estimate.uncounted_loops,
+                    "unpriced_kernels": estimate.unpriced_kernels, "command": theirs["command"]},
     }  # fmt: skip
     result["orca_jax_over_maxtext_step"] = round(ours["estimated_step_seconds"] / seconds, 4)
     print(json.dumps(result, indent=2))

@@ -99,19 +99,24 @@ def compile_train_step(
     cost = cost[0] if isinstance(cost, list) else cost
     peak = topology.peak_flops_per_device(devices[0])
     model_flops = flops.flops_per_token(model_config, sequence_length) * train_config.batch_size * sequence_length
-    seconds, uncounted = xla_cost.estimated_seconds(hlo_text, devices[0])
+    estimate = xla_cost.estimated_seconds(hlo_text, devices[0])
+    seconds = estimate.seconds
     report.update({
         "model_flops_per_step": model_flops,
         "model_flops_per_chip": model_flops / chips,
         "peak_flops_per_chip": peak,
         "estimated_step_seconds": seconds,
+        # Splash attention's kernels, which XLA gives no estimate: at their FLOPs at peak (xla_cost.py).
+        "estimated_custom_kernel_seconds": estimate.custom_kernel_seconds,
         "estimated_mfu": model_flops / (seconds * chips * peak),
         "estimated_tokens_per_second": train_config.batch_size * sequence_length / seconds,
         # As XLA's cost analysis gives them: each loop body counted once, unmodelled ops at -1 s (xla_cost.py).
         "xla_cost_analysis": {"flops": cost.get("flops"), "optimal_seconds": cost.get("optimal_seconds")},
     })  # fmt: skip
-    if uncounted:
-        report["uncounted_loops"] = uncounted
+    if estimate.uncounted_loops:
+        report["uncounted_loops"] = estimate.uncounted_loops
+    if estimate.unpriced_kernels:
+        report["unpriced_kernels"] = estimate.unpriced_kernels
     if not report["fits"]:
         message = not_fit_message(report, "", hbm, model_config, mesh_config, train_config, need=total)
         raise DoesNotFit(message, report)
@@ -177,6 +182,14 @@ def format_report(r: dict) -> str:
         f"at {r['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s per chip, "
         f"{r['estimated_tokens_per_second']:,.0f} tokens/s (row slots, padding included)",
     ]
+    if r.get("estimated_custom_kernel_seconds"):
+        splash = r["estimated_custom_kernel_seconds"]
+        lines.append(f"            of which splash attention {splash:.3f} s: its FLOPs at peak (XLA has no "
+                     "estimate for Pallas kernels)")  # fmt: skip
     if r.get("uncounted_loops"):
         lines.append(f"warning     loops of unknown trip count counted once: {', '.join(r['uncounted_loops'])}")
+    if r.get("unpriced_kernels"):
+        lines.append(
+            f"warning     Pallas kernels with no estimate, counted as free: {', '.join(r['unpriced_kernels'])}"
+        )
     return "\n".join(lines)
