@@ -214,3 +214,29 @@ def test_unrolled_layers_compute_the_same_loss_and_gradients(model_and_params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     with pytest.raises(ConfigError, match="scan_unroll"):
         ModelConfig(scan_unroll=0)
+
+
+@pytest.mark.parametrize("in_dims", [1, 2])
+def test_dense_computes_the_same_in_the_cpu_and_the_accelerator_layouts(monkeypatch, in_dims):
+    """On CPU `dense` flattens the tokens into one 2-D matmul; for TPU and GPU it contracts over
+    [B, T, ...] (the layout each compiler handles best). Both are the same product."""
+    from orca_jax.model import llama
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 3, 4)[: 2 + in_dims]), jnp.float32)  # [B, T, *in]
+    w = jnp.asarray(rng.standard_normal((*x.shape[2:], 6, 7)), jnp.float32)  # [*in, *out]
+    cpu = llama.dense(x, w, in_dims)
+    monkeypatch.setattr(llama.sharding, "target_platform", lambda: "tpu")
+    accelerator = llama.dense(x, w, in_dims)
+    assert cpu.shape == accelerator.shape == (*x.shape[:2], *w.shape[in_dims:])
+    np.testing.assert_allclose(cpu, accelerator, rtol=1e-5, atol=1e-5)
+
+
+def test_the_target_platform_is_the_meshs_not_the_hosts():
+    from orca_jax.parallel import sharding, topology
+
+    assert sharding.target_platform() == "cpu"
+    pytest.importorskip("libtpu")
+    devices = topology.parse_slice("v5litepod-8").devices()
+    with sharding.use_mesh(sharding.make_mesh(sharding.MeshConfig(1, -1, 1), devices)):
+        assert sharding.target_platform() == "tpu"

@@ -46,13 +46,13 @@ def xla_attention(q: Array, k: Array, v: Array, mask: Array, head_major: bool = 
     head_major: k and v are [B, K, S, E], the KV cache's layout. With each head's keys contiguous, a
     decode step's dots need no transpose of the cache (5x faster at batch 16 on CPU).
 
-    With one query head per kv head (multi-head attention) the dots are 4-D, [B, H, T, S]; grouped
-    queries add a G axis, [B, K, G, T, S]. The unit G axis is not free: on CPU the 5-D form of
-    multi-head attention made the train step 8% slower (BENCHMARKS.md)."""
+    The dots are [B, K, G, T, S] (K kv heads, G query heads each). For multi-head attention on CPU
+    they drop the unit G axis, [B, H, T, S], which XLA:CPU runs faster; the TPU compiler tiles the
+    5-D form better (the 4-D form cost the LLaMA-13B v5p-128 step 0.1 s; BENCHMARKS.md)."""
     b, t, h, e = q.shape
     kv_spec = "bkse" if head_major else "bske"
     kv = k.shape[1] if head_major else k.shape[2]
-    if kv == h:
+    if kv == h and sharding.target_platform() == "cpu":
         scores = jnp.einsum(f"btke,{kv_spec}->bkts", q, k)
         probs = _masked_softmax(scores, mask[:, None], e).astype(v.dtype)
         return jnp.einsum(f"bkts,{kv_spec}->btke", probs, v)
@@ -115,9 +115,7 @@ def splash_attention(q: Array, k: Array, v: Array, segments: Array, window: int 
     # Interpret mode only where the devices are CPUs: the mesh's devices, not the default backend,
     # so that a step compiled on a CPU host for a TPU topology (orca-compile) gets the real kernel.
     mesh = jax.sharding.get_abstract_mesh()
-    device = None if mesh.empty else mesh.abstract_device
-    platform = device.platform if device is not None else jax.default_backend()
-    local = functools.partial(_splash_local, window=window, interpret=platform == "cpu")
+    local = functools.partial(_splash_local, window=window, interpret=sharding.target_platform() == "cpu")
     if mesh.empty:
         return local(q, k, v, segments)
     # Rows split as the rules table splits "batch", heads as it splits "act_heads".

@@ -28,6 +28,7 @@ import numpy as np
 from orca_jax.model import attention
 from orca_jax.model.attention import NEG_INF
 from orca_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
+from orca_jax.parallel import sharding
 
 Array = jax.Array
 
@@ -68,13 +69,15 @@ def rotate(x: Array, cos: Array, sin: Array) -> Array:
 
 
 def dense(x: Array, w: Array, in_dims: int = 1) -> Array:
-    """x [B, T, *in] times w [*in, *out] -> [B, T, *out], as one 2-D matmul over the B * T tokens.
+    """x [B, T, *in] times w [*in, *out] -> [B, T, *out]; on CPU as one 2-D matmul over the B * T tokens.
 
-    Why not an einsum over [B, T, ...]: XLA:CPU canonicalizes a dot that contracts two dimensions
-    (the weight gradient contracts B and T) by transposing an operand, and fuses that transpose into
-    the producer as a strided write, which cost 15-25% of a CPU train step (BENCHMARKS.md). With the
-    tokens flattened first, every forward and backward dot is a plain matrix product. The reshapes
-    are free (bitcasts) and change nothing under a mesh: B stays the major, sharded dimension."""
+    Why flatten on CPU: XLA:CPU canonicalizes a dot that contracts two dimensions (the weight
+    gradient contracts B and T) by transposing an operand, and fuses that transpose into the producer
+    as a strided write, which cost 15-25% of a CPU train step (BENCHMARKS.md). With the tokens
+    flattened first, every forward and backward dot is a plain matrix product. Elsewhere the
+    contraction stays over [B, T, ...]: on TPU the flattened form cost the LLaMA-13B step 0.1 s."""
+    if sharding.target_platform() != "cpu":
+        return jnp.tensordot(x, w, axes=in_dims)
     b, t = x.shape[:2]
     k = int(np.prod(x.shape[2:]))
     out = w.shape[in_dims:]

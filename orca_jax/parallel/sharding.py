@@ -181,3 +181,11 @@ def use_mesh(mesh: Mesh):
     """Traces inside this context resolve logical sharding constraints on `mesh`."""
     with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
         yield mesh
+
+
+def target_platform() -> str:
+    """The platform the program being traced is compiled for: the mesh's devices under `use_mesh`
+    (a step compiled on this CPU host for a TPU topology says 'tpu'), else the default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else mesh.abstract_device
+    return device.platform if device is not None else jax.default_backend()
