@@ -84,7 +84,7 @@ def main() -> None:
     print(json.dumps({**common, "part": "decode step (derived)", "seconds": round((whole - prefill) / (n - 1), 5)}))
 
     logits = jnp.asarray(np.random.default_rng(1).standard_normal((b, cfg.vocab_size)), jnp.float32)
-    options = {"compiler_options": decode.CPU_COMPILER_OPTIONS} if jax.devices()[0].platform == "cpu" else {}
+    options = {"compiler_options": sharding.CPU_COMPILER_OPTIONS} if jax.devices()[0].platform == "cpu" else {}
     two_stage = jax.jit(decode.greedy, **options)
     plain = jax.jit(lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32), **options)
     assert (np.asarray(two_stage(logits)) == np.asarray(plain(logits))).all()

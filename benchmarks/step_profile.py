@@ -9,6 +9,12 @@ one compiling step, and sums each kernel's time over the traced steps. Kernels a
 compiled HLO (`dot.12`, `loop_transpose_fusion.3`, `wrapped_exp`, ...); `by_kind` groups them by that
 name without its number. XLA:CPU may run independent kernels side by side, so shares are of summed
 kernel time, not of wall time. Prints one JSON object.
+
+What the trace does not see: a matmul XLA:CPU hands to Eigen (`dot.N`, when YNNPACK's dot fusions
+are off, as orca-train compiles the step) runs as tasks in Eigen's thread pool, and the trace's
+`dot.N` event times only its dispatch. `untraced_seconds_per_step` (the step's wall time less the
+traced kernel time) is then mostly those matmuls. With YNNPACK's fusions on (XLA's default, and
+orca_jax before commit 9ad578c) the matmuls are traced as `ynn_fusion`.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ def main() -> None:
         "benchmark": "step_profile", "scan_unroll": args.scan_unroll, "step_seconds": round(wall, 3),
         "tokens_per_s": round(tokens / wall, 1), "model_gflop_per_s": round(tokens * flops_per_token(
             args.vocab, args.hidden, args.intermediate, args.layers, args.seq) / wall / 1e9, 1),
-        "kernel_seconds_per_step": round(total, 3), "by_kind": share(by_kind.items()),
+        "kernel_seconds_per_step": round(total, 3), "untraced_seconds_per_step": round(max(wall - total, 0.0), 3),
+        "by_kind": share(by_kind.items()),
         "kernels": share(kernels.items()),
     }, indent=1))  # fmt: skip
 

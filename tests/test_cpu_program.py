@@ -60,5 +60,5 @@ def test_no_gradient_is_written_transposed_for_a_weight_gradient():
 
 def test_the_cpu_step_is_compiled_without_ynnpack_dot_fusions():
     hlo = compiled_step_text(CFG)
-    assert step_lib.CPU_COMPILER_OPTIONS == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert sharding.CPU_COMPILER_OPTIONS == {"xla_cpu_experimental_ynn_fusion_type": ""}
     assert "ynn" not in hlo.lower()

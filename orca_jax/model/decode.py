@@ -233,12 +233,11 @@ def _generate(model: Decoder, weights: dict, prompts: jax.Array, rng: jax.Array,
 
 
 # On CPU, XLA's default YNNPACK dot fusions run a decode step's small-batch matmuls slower than its
-# Eigen dots: turning them off for this one compilation took benchmarks/decode.py from 359 to 422
+# Eigen dots: turning them off (sharding.CPU_COMPILER_OPTIONS) took benchmarks/decode.py from 359 to 422
 # tokens/s at batch 16 and from 81 to 92 at batch 1 (best of 3, idle 2-core machine).
 _STATIC = ("model", "max_new_tokens", "eos_id", "temperature", "top_p")
 _generate_jit = jax.jit(_generate, static_argnames=_STATIC)
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-_generate_cpu = jax.jit(_generate, static_argnames=_STATIC, compiler_options=CPU_COMPILER_OPTIONS)
+_generate_cpu = jax.jit(_generate, static_argnames=_STATIC, compiler_options=sharding.CPU_COMPILER_OPTIONS)
 
 
 def generate(

@@ -183,6 +183,12 @@ def use_mesh(mesh: Mesh):
         yield mesh
 
 
+# XLA:CPU options for the programs that run hot on CPU (the train step, decoding), passed to those
+# compilations only. YNNPACK's dot fusions, XLA:CPU's default, ran a decode step's small-batch
+# matmuls and the train step's matmuls 5-15% slower than Eigen's dots (BENCHMARKS.md).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
 def target_platform() -> str:
     """The platform the program being traced is compiled for: the mesh's devices under `use_mesh`
     (a step compiled on this CPU host for a TPU topology says 'tpu'), else the default backend."""

@@ -128,16 +128,11 @@ def state_from_params(tx: optax.GradientTransformation, params, shardings: Train
     return jax.jit(init, out_shardings=shardings)(params)
 
 
-# XLA:CPU options for the train step, passed to this one compilation. YNNPACK's dot fusions (XLA's
-# CPU default) ran the step 5-10% slower than Eigen's dots at the bench shapes (BENCHMARKS.md).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
 def jit_train_step(
     model: nn.Module, tx, schedule, shardings: TrainState, mesh: Mesh, microbatches: int = 1
 ) -> Callable:
     """The train step compiled with explicit shardings; the old state's buffers are donated. On CPU
-    devices with CPU_COMPILER_OPTIONS (the mesh's devices decide: a step compiled on this host for a
+    devices with sharding.CPU_COMPILER_OPTIONS (the mesh's devices decide: a step compiled on this host for a
     TPU topology gets the TPU compiler's defaults)."""
     on_cpu = mesh.devices.flat[0].platform == "cpu"
     return jax.jit(
@@ -145,5 +140,5 @@ def jit_train_step(
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=(0,),
-        compiler_options=CPU_COMPILER_OPTIONS if on_cpu else None,
+        compiler_options=sharding.CPU_COMPILER_OPTIONS if on_cpu else None,
     )
