@@ -240,3 +240,20 @@ def test_the_target_platform_is_the_meshs_not_the_hosts():
     devices = topology.parse_slice("v5litepod-8").devices()
     with sharding.use_mesh(sharding.make_mesh(sharding.MeshConfig(1, -1, 1), devices)):
         assert sharding.target_platform() == "tpu"
+
+
+def test_token_accuracy_counts_the_weighted_tokens_whose_argmax_is_the_target():
+    cfg = ModelConfig(vocab_size=64, d_model=32, num_layers=1, num_heads=2, mlp_dim=64, dtype="float32")
+    model = Decoder(cfg)
+    params = jax.jit(lambda: model.init(jax.random.key(0), *(jnp.ones((1, 8), jnp.int32),) * 3))()["params"]
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(1, 64, (4, 8)), jnp.int32)
+    logits = model.apply({"params": params}, tokens, jnp.tile(jnp.arange(8), (4, 1)), jnp.ones((4, 8), jnp.int32))
+    predicted = np.argmax(np.asarray(logits), axis=-1)
+    targets = np.where(rng.random((4, 8)) < 0.5, predicted, rng.integers(1, 64, (4, 8)))  # about half right
+    weights = rng.integers(0, 2, (4, 8))
+    batch = {"decoder_input_tokens": tokens, "decoder_target_tokens": jnp.asarray(targets, jnp.int32),
+             "decoder_positions": jnp.tile(jnp.arange(8), (4, 1)), "decoder_segment_ids": jnp.ones((4, 8), jnp.int32),
+             "decoder_loss_weights": jnp.asarray(weights, jnp.int32)}  # fmt: skip
+    sums = token_losses(model, params, batch)
+    assert float(sums["correct_sum"]) == float(((predicted == targets) * weights).sum()) > 0
