@@ -51,13 +51,9 @@ def packed_batch(args: argparse.Namespace) -> dict[str, np.ndarray]:
     }
 
 
-def train_step_for(args: argparse.Namespace, scan_unroll: int, dtype: str = "float32"):
-    """orca-train's jitted step for the peers' model on one device (run under its mesh), the initial
-    state, and the packed batch on the device."""
-    cfg = ModelConfig(
-        vocab_size=args.vocab, d_model=args.hidden, mlp_dim=args.intermediate, num_layers=args.layers,
-        num_heads=args.heads, dtype=dtype, param_dtype="float32", scan_unroll=scan_unroll,
-    )  # fmt: skip
+def jitted_step(cfg: ModelConfig, batch: dict[str, np.ndarray]):
+    """orca-train's jitted step for `cfg` on one device (run under its mesh), the initial state, and
+    `batch` on the device."""
     model = Decoder(cfg)
     opt = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0)
     tx, schedule = make_optimizer(opt, 1000), learning_rate_schedule(opt, 1000)
@@ -66,13 +62,22 @@ def train_step_for(args: argparse.Namespace, scan_unroll: int, dtype: str = "flo
         shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
         state = step_lib.init_state(model, tx, 0, shardings)
         jitted = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
-        batch = sharding.global_batch(packed_batch(args), mesh)
+        on_device = sharding.global_batch(batch, mesh)
 
     def train_step(state, batch):
         with sharding.use_mesh(mesh):
             return jitted(state, batch)
 
-    return train_step, state, batch
+    return train_step, state, on_device
+
+
+def train_step_for(args: argparse.Namespace, scan_unroll: int, dtype: str = "float32"):
+    """`jitted_step` for the peers' model and packed batch, from the harness's flags."""
+    cfg = ModelConfig(
+        vocab_size=args.vocab, d_model=args.hidden, mlp_dim=args.intermediate, num_layers=args.layers,
+        num_heads=args.heads, dtype=dtype, param_dtype="float32", scan_unroll=scan_unroll,
+    )  # fmt: skip
+    return jitted_step(cfg, packed_batch(args))
 
 
 def main() -> None:

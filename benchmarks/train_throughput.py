@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import jax
@@ -23,10 +25,9 @@ import numpy as np
 
 from orca_jax.model import flops
 from orca_jax.model.config import ModelConfig
-from orca_jax.model.llama import Decoder
-from orca_jax.parallel import sharding
-from orca_jax.training import step as step_lib
-from orca_jax.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peer_orca_jax import jitted_step  # noqa: E402  (a sibling script: the step as the peer harness times it)
 
 CONFIGS = {  # (model, batch, sequence length)
     "bench_small": (dict(vocab_size=32000, d_model=512, mlp_dim=1376, num_layers=8, num_heads=8), 8, 512),
@@ -54,21 +55,13 @@ def matmul_peak() -> float:
 
 
 def orca_jax_step_seconds(cfg: ModelConfig, batch: dict, steps: int) -> float:
-    model = Decoder(cfg)
-    opt = OptimizerConfig(learning_rate=1e-4, warmup_steps=0, weight_decay=0.0, grad_clip_norm=0.0)
-    tx, schedule = make_optimizer(opt, 1000), learning_rate_schedule(opt, 1000)
-    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-    with sharding.use_mesh(mesh):
-        shardings = sharding.shardings_of(step_lib.abstract_state(model, tx), mesh)
-        state = step_lib.init_state(model, tx, 0, shardings)
-        train_step = step_lib.jit_train_step(model, tx, schedule, shardings, mesh)
-        global_batch = sharding.global_batch(batch, mesh)
-        state, metrics = train_step(state, global_batch)
-        jax.block_until_ready(metrics)
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = train_step(state, global_batch)
-        jax.block_until_ready(metrics)
+    train_step, state, on_device = jitted_step(cfg, batch)
+    state, metrics = train_step(state, on_device)  # compiles
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = train_step(state, on_device)
+    jax.block_until_ready(metrics)
     return (time.perf_counter() - start) / steps
 
 
