@@ -105,6 +105,35 @@ def test_agieval_reader_prompt_and_errors(tmp_path, agieval_dir):
         suites.read_agieval(str(bad), ("lsat-lr",))
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["(A)No dangshen", "(B)Yes", "(C) Maybe so", "(D)A lot"],  # the common layout
+        ["A No dangshen", "B Yes", "C Maybe so", "D A lot"],  # logiqa-en
+        ["     A. No dangshen   ", " B. Yes", "C.Maybe so", "D. A lot"],  # gaokao-english, padded
+        ["A) No dangshen", "B) Yes", "C) Maybe so", "D) A lot"],
+    ],
+)
+def test_agieval_options_in_every_layout_the_public_files_use(tmp_path, options):
+    write_jsonl(tmp_path / "logiqa-en.jsonl", [{"question": "q", "options": options, "label": "D"}])
+    (example,) = suites.read_agieval(str(tmp_path), ("logiqa-en",))
+    assert example.options == (("A", "No dangshen"), ("B", "Yes"), ("C", "Maybe so"), ("D", "A lot"))
+    assert example.target == "D" and "Answer Choices: " + " ".join(o.strip() for o in options) in example.input
+
+
+@pytest.mark.parametrize(
+    "options, bad",
+    [
+        (["(A)x", "(C)y"], r"options\[1\]: '\(C\)y' does not start with its letter 'B'"),  # out of order
+        (["Alice", "Bob"], r"options\[0\]: 'Alice' does not start with its letter 'A'"),  # no letter at all
+    ],
+)
+def test_agieval_options_without_their_letter_are_named(tmp_path, options, bad):
+    write_jsonl(tmp_path / "lsat-lr.jsonl", [{"question": "q", "options": options, "label": "A"}])
+    with pytest.raises(DataError, match=r"lsat-lr.jsonl:1: " + bad):
+        suites.read_agieval(str(tmp_path), ("lsat-lr",))
+
+
 def test_task_metrics_report_orca_23_beside_all_27():
     rows = []
     for i, task in enumerate(suites.BBH_TASKS):

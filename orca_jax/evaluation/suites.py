@@ -133,14 +133,19 @@ def read_agieval_task(path: str, task: str) -> list[Example]:
             raise DataError(f"{where}: question: missing or empty")
         if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
             raise DataError(f'{where}: options: expected a list of strings like "(A)..."')
-        letters = [_option_letter(o) for o in options]
-        if None in letters:
-            raise DataError(f'{where}: options: each must start with its letter, like "(A)"')
+        pairs = tuple(_lettered_option(o, i) for i, o in enumerate(options))
+        if None in pairs:
+            i = pairs.index(None)
+            layouts = '"(A)text", "A. text", "A text"'
+            if i >= len(answers.OPTION_LETTERS):
+                raise DataError(f"{where}: options: {len(options)} of them, more than {len(answers.OPTION_LETTERS)}")
+            raise DataError(f"{where}: options[{i}]: {options[i].strip()[:40]!r} does not start with its letter "
+                            f"{answers.OPTION_LETTERS[i]!r} in a layout AGIEval uses: {layouts}")  # fmt: skip
+        letters = [letter for letter, _ in pairs]
         if not isinstance(label, str) or label not in letters:
             raise DataError(f"{where}: label: {label!r} is not one of the option letters {letters}")
         passage = obj.get("passage")
         user, reply_prefix = agieval_prompt(passage if isinstance(passage, str) else None, question, options)
-        pairs = tuple((letter, re.sub(r"^\s*\([A-J]\)\s*", "", o)) for letter, o in zip(letters, options, strict=True))
         examples.append(Example(f"agieval/{task}", user, label, "letter", pairs, reply_prefix))
     if not examples:
         raise DataError(f"{path}: no examples")
@@ -160,6 +165,16 @@ def read_agieval(folder: str, tasks: tuple[str, ...] = AGIEVAL_TASKS) -> list[Ex
     return examples
 
 
-def _option_letter(option: str) -> str | None:
-    match = re.match(r"\s*\(([A-J])\)", option)
-    return match.group(1) if match else None
+# An option's letter as AGIEval's files write it: "(A)text", "A. text", "A) text", "A text" (logiqa-en),
+# padded with spaces (gaokao-english).
+_OPTION_PREFIX = re.compile(r"\s*(?:\(([A-R])\)|([A-R])(?:[.):]|\s|$))\s*")
+
+
+def _lettered_option(option: str, position: int) -> tuple[str, str] | None:
+    """(letter, text) of the option at `position`, whose letter must be the position's ("A" first):
+    that is what tells "A No" (option A, "No") from an option whose text starts with a capital."""
+    match = _OPTION_PREFIX.match(option)
+    letter = match and (match.group(1) or match.group(2))
+    if position >= len(answers.OPTION_LETTERS) or letter != answers.OPTION_LETTERS[position]:
+        return None
+    return letter, option[match.end() :].strip()
