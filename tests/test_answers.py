@@ -24,6 +24,9 @@ OPTIONS = {"A": "Monday", "B": "Tuesday", "C": "a bird", "D": "12/01/2001"}
         ("The answer is (A) or (B).", None),  # two letters: ambiguous
         ("So the answer is Wednesday.", None),  # not an option
         ("Looking at (A) Monday and (B) Tuesday, both are weekdays, and the question is tricky.", None),  # no answer
+        ("Option (A) is correct because Monday comes first in the week.", "A"),  # declared right, no closing phrase
+        ("I think (C) is the right answer here, since birds fly.", "C"),
+        ("Option (A) is correct, and option (B) is correct too, given the wording.", None),  # two declared
         ("", None),
     ],
 )
@@ -53,11 +56,15 @@ def test_choice(generation, answer):
         ("number", "So the answer is 3.14.", "3.14"),
         ("number", "The final answer is 42\nThanks!", "42"),
         ("number", "So the answer is 12 or 13.", None),
-        ("number", "So the answer is twelve.", None),
+        ("number", "So the answer is twelve.", "12"),
+        ("number", "There are six instruments.", "6"),  # short, no closing phrase, a number word
+        ("number", "So the answer is twenty-one.", "21"),
+        ("number", "So the answer is 3, not one.", None),  # two different numbers
         ("number", "1673", "1673"),
         ("free", "Sorted: so the answer is apple banana cherry.", "apple banana cherry"),
         ("free", "So the answer is  ] ) }", "] ) }"),
-        ("free", "a long explanation with no closing phrase that goes on and on and on", None),
+        # Free text with no closing phrase is read whole (word_sorting's reply of sorted words alone).
+        ("free", "apple banana cherry date elderberry fig grape", "apple banana cherry date elderberry fig grape"),
     ],
 )
 def test_closed_and_open_forms(form, generation, answer):

@@ -15,10 +15,14 @@ the metric. Each task has one target form, inferred from its targets (`infer_for
 Where the answer is, for every form but `letter`:
   1. after the last closing phrase ("So the answer is (B).", "Answer: yes", "the final answer is 42",
      "the correct option is B"), up to the end of its sentence or line;
-  2. otherwise, when the whole generation is short (at most `SHORT_ANSWER_WORDS` words, what an
-     answer-only student writes: "(B)", "Yes.", "1673"), the whole generation.
-A long generation with no closing phrase is unparsed: guessing from its middle would credit a model
-for listing options. A candidate naming two different answers ("(A) or (B)") is unparsed too.
+  2. otherwise, for the option forms, an option declared right: "Option (A) is correct because ...",
+     "(C) is the right answer";
+  3. otherwise, when the whole generation is short (at most `SHORT_ANSWER_WORDS` words, what an
+     answer-only student writes: "(B)", "Yes.", "1673", "There are six."), the whole generation;
+     for `free` (word_sorting's sorted words, a title) the whole generation whatever its length.
+A long generation with no closing phrase is otherwise unparsed: guessing from its middle would
+credit a model for listing options. A candidate naming two different answers ("(A) or (B)") is
+unparsed too. Numbers may be written as words ("six", "twenty-one").
 
 AGIEval's zero-shot prompt ends "Among A through E, the answer is", so the reply starts where the
 letter goes; AGIEval scores the first capital letter of the reply. `letter` takes the first capital
@@ -45,6 +49,18 @@ CLOSING_PHRASE = re.compile(
 SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
 OPTION_LINE = re.compile(r"^\s*\(([A-R])\)\s*(.+?)\s*$", re.MULTILINE)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+# "Option (A) is correct", "(C) is the right answer", "choice B is the best one".
+DECLARED_OPTION = re.compile(
+    r"(?:\b(?:option|choice|answer)\s+)?(\([A-Ra-r]\)|\b[A-R]\b)\s+is\s+(?:the\s+)?(?:correct|right|best)\b"
+)
+UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+NUMBER_WORD = re.compile(
+    rf"\b(?:({'|'.join(TENS)})(?:[-\s]({'|'.join(UNITS[1:10])}))?|({'|'.join(UNITS)}))\b", re.IGNORECASE
+)
 WORDS = {
     "yes_no": ("yes", "no"),
     "true_false": ("true", "false"),
@@ -93,9 +109,11 @@ def extract(generation: str, form: str, options: dict[str, str] | None = None) -
     if form == "letter":
         return _first_capital_option(generation, options)
     candidate = _after_closing_phrase(generation)
+    if candidate is None and form == "choice" and (declared := DECLARED_OPTION.findall(generation)):
+        candidate = " ".join(declared)  # two different options declared right read as unparsed
     if candidate is None:
         words = generation.split()
-        if not words or len(words) > SHORT_ANSWER_WORDS:
+        if not words or (len(words) > SHORT_ANSWER_WORDS and form != "free"):
             return None
         candidate = generation
     return _read(candidate.strip(), form, options)
@@ -120,7 +138,7 @@ def _read(candidate: str, form: str, options: dict[str, str]) -> str | None:
     if form == "choice":
         return _choice(candidate, options)
     if form == "number":
-        numbers = {_number(n) for n in NUMBER.findall(candidate)}
+        numbers = {_number(n) for n in NUMBER.findall(candidate)} | _number_words(candidate)
         return numbers.pop() if len(numbers) == 1 else None
     if form == "free":
         return _free(candidate) or None
@@ -148,6 +166,17 @@ def _first_capital_option(reply: str, options: dict[str, str]) -> str | None:
         if ch.isupper() and ch in allowed:
             return ch
     return None
+
+
+def _number_words(text: str) -> set[str]:
+    """Numbers written as words, below a hundred: "six" -> "6", "twenty-one" -> "21"."""
+    found = set()
+    for tens, unit, alone in NUMBER_WORD.findall(text):
+        if alone:
+            found.add(str(UNITS.index(alone.lower())))
+        else:
+            found.add(str(TENS[tens.lower()] + (UNITS.index(unit.lower()) if unit else 0)))
+    return found
 
 
 def _number(text: str) -> str | None:
