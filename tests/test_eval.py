@@ -134,6 +134,22 @@ def test_agieval_options_without_their_letter_are_named(tmp_path, options, bad):
         suites.read_agieval(str(tmp_path), ("lsat-lr",))
 
 
+def test_a_task_of_option_letters_with_a_few_titles_is_a_choice_task(tmp_path):
+    # movie_recommendation and ruin_names: most targets "(X)", a few the option's text.
+    question = "Find a movie like Up.\nOptions:\n(A) Cars\n(B) Monsters, Inc\n(C) Heat"
+    rows = [{"input": question, "target": t} for t in ("(A)", "(C)", "Monsters, Inc")]
+    write_json(tmp_path / "movie_recommendation.json", {"examples": rows})
+    examples = suites.read_bbh_file(str(tmp_path / "movie_recommendation.json"))
+    assert {ex.form for ex in examples} == {"choice"} and [ex.target for ex in examples] == ["(A)", "(C)", "(B)"]
+    bad = [*rows, {"input": question, "target": "(A)"}, {"input": question, "target": "Jaws"}]  # 3 letters of 5
+    write_json(tmp_path / "bad.json", {"examples": bad})
+    with pytest.raises(DataError, match=r"bad.json: examples\[4\]: target 'Jaws' is neither an option letter"):
+        suites.read_bbh_file(str(tmp_path / "bad.json"))
+    titles = [{"input": question, "target": t} for t in ("(A)", "Heat", "Cars")]  # letters a minority: free text
+    write_json(tmp_path / "titles.json", {"examples": titles})
+    assert {ex.form for ex in suites.read_bbh_file(str(tmp_path / "titles.json"))} == {"free"}
+
+
 def test_task_metrics_report_orca_23_beside_all_27():
     rows = []
     for i, task in enumerate(suites.BBH_TASKS):

@@ -146,11 +146,15 @@ def _read(candidate: str, form: str, options: dict[str, str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def option_named(text: str, options: dict[str, str]) -> str | None:
+    """The letter of the one option whose text `text` is (case, spacing and a final period aside)."""
+    named = [letter for letter, body in options.items() if _free(body) == _free(text)]
+    return named[0] if len(named) == 1 else None
+
+
 def _choice(candidate: str, options: dict[str, str]) -> str | None:
-    text = _free(candidate)
-    named = [letter for letter, body in options.items() if _free(body) == text]
-    if len(named) == 1:  # the option's text instead of its letter: "So the answer is Tuesday."
-        return named[0]
+    if named := option_named(candidate, options):  # the option's text instead of its letter: "... is Tuesday."
+        return named
     letters = set(re.findall(r"\(([A-Ra-r])\)", candidate))  # "(B)" and "(b)"
     if not letters:  # "B)", "B.", "B" standing alone, "option B"
         letters = set(re.findall(r"(?:^|\b(?:option|choice)\s+)([A-R])(?:\)|\.|,|:|\s|$)", candidate.strip()))

@@ -74,12 +74,27 @@ def read_bbh_file(path: str, suite: str = "bbh") -> list[Example]:
             raise DataError(f'{path}: examples[{i}]: needs string fields "input" and "target"')
     if not raw:
         raise DataError(f"{path}: no examples")
-    form = answers.infer_form([ex["target"] for ex in raw])
+    targets = [ex["target"] for ex in raw]
+    form = answers.infer_form(targets)
+    # Most targets option letters, a few the option's text (movie_recommendation, ruin_names): a
+    # choice task, each exception turned into its option's letter.
+    if form == "free" and 2 * sum(bool(_LETTER_TARGET.fullmatch(t)) for t in targets) > len(targets):
+        form = "choice"
     examples = []
-    for ex in raw:
-        options = tuple(answers.options_in(ex["input"]).items()) if form == "choice" else ()
-        examples.append(Example(f"{suite}/{name}", ex["input"], ex["target"], form, options))
+    for i, ex in enumerate(raw):
+        options = answers.options_in(ex["input"]) if form == "choice" else {}
+        target = ex["target"]
+        if form == "choice" and not _LETTER_TARGET.fullmatch(target):
+            letter = answers.option_named(target, options)
+            if letter is None:
+                raise DataError(f"{path}: examples[{i}]: target {target.strip()[:40]!r} is neither an option letter "
+                                "nor the text of exactly one of its options")  # fmt: skip
+            target = f"({letter})"
+        examples.append(Example(f"{suite}/{name}", ex["input"], target, form, tuple(options.items())))
     return examples
+
+
+_LETTER_TARGET = re.compile(r"\s*\([A-R]\)\s*")
 
 
 def read_task_folder(folder: str, suite: str, tasks: tuple[str, ...] = ()) -> list[Example]:
