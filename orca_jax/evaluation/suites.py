@@ -77,20 +77,20 @@ def read_bbh_file(path: str, suite: str = "bbh") -> list[Example]:
     targets = [ex["target"] for ex in raw]
     form = answers.infer_form(targets)
     # Most targets option letters, a few the option's text (movie_recommendation, ruin_names): a
-    # choice task, each exception turned into its option's letter.
+    # choice task, each exception turned into its option's letter. Where no one option is the target
+    # (BIG-Bench-Hard splits "Monsters, Inc" into options "(A) Monsters" and "(B) Inc"), that example
+    # is read as free text.
     if form == "free" and 2 * sum(bool(_LETTER_TARGET.fullmatch(t)) for t in targets) > len(targets):
         form = "choice"
     examples = []
-    for i, ex in enumerate(raw):
+    for ex in raw:
         options = answers.options_in(ex["input"]) if form == "choice" else {}
-        target = ex["target"]
+        target, example_form = ex["target"], form
         if form == "choice" and not _LETTER_TARGET.fullmatch(target):
             letter = answers.option_named(target, options)
-            if letter is None:
-                raise DataError(f"{path}: examples[{i}]: target {target.strip()[:40]!r} is neither an option letter "
-                                "nor the text of exactly one of its options")  # fmt: skip
-            target = f"({letter})"
-        examples.append(Example(f"{suite}/{name}", ex["input"], target, form, tuple(options.items())))
+            target, example_form = (f"({letter})", "choice") if letter else (target, "free")
+        options = options if example_form == "choice" else {}
+        examples.append(Example(f"{suite}/{name}", ex["input"], target, example_form, tuple(options.items())))
     return examples
 
 
@@ -148,14 +148,9 @@ def read_agieval_task(path: str, task: str) -> list[Example]:
             raise DataError(f"{where}: question: missing or empty")
         if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
             raise DataError(f'{where}: options: expected a list of strings like "(A)..."')
+        if len(options) > len(answers.OPTION_LETTERS):
+            raise DataError(f"{where}: options: {len(options)} of them, more than {len(answers.OPTION_LETTERS)}")
         pairs = tuple(_lettered_option(o, i) for i, o in enumerate(options))
-        if None in pairs:
-            i = pairs.index(None)
-            layouts = '"(A)text", "A. text", "A text"'
-            if i >= len(answers.OPTION_LETTERS):
-                raise DataError(f"{where}: options: {len(options)} of them, more than {len(answers.OPTION_LETTERS)}")
-            raise DataError(f"{where}: options[{i}]: {options[i].strip()[:40]!r} does not start with its letter "
-                            f"{answers.OPTION_LETTERS[i]!r} in a layout AGIEval uses: {layouts}")  # fmt: skip
         letters = [letter for letter, _ in pairs]
         if not isinstance(label, str) or label not in letters:
             raise DataError(f"{where}: label: {label!r} is not one of the option letters {letters}")
@@ -180,16 +175,15 @@ def read_agieval(folder: str, tasks: tuple[str, ...] = AGIEVAL_TASKS) -> list[Ex
     return examples
 
 
-# An option's letter as AGIEval's files write it: "(A)text", "A. text", "A) text", "A text" (logiqa-en),
-# padded with spaces (gaokao-english).
-_OPTION_PREFIX = re.compile(r"\s*(?:\(([A-R])\)|([A-R])(?:[.):]|\s|$))\s*")
+# An option's own letter as AGIEval's files write it: "(A)text", "A. text", "A) text", "A text"
+# (logiqa-en), "A? text" (logiqa-en, a full-width mark lost), padded with spaces (gaokao-english).
+_OPTION_PREFIX = r"\s*(?:\({0}\)|{0}(?:[^\w\s(]|\s|$))\s*"
 
 
-def _lettered_option(option: str, position: int) -> tuple[str, str] | None:
-    """(letter, text) of the option at `position`, whose letter must be the position's ("A" first):
-    that is what tells "A No" (option A, "No") from an option whose text starts with a capital."""
-    match = _OPTION_PREFIX.match(option)
-    letter = match and (match.group(1) or match.group(2))
-    if position >= len(answers.OPTION_LETTERS) or letter != answers.OPTION_LETTERS[position]:
-        return None
-    return letter, option[match.end() :].strip()
+def _lettered_option(option: str, position: int) -> tuple[str, str]:
+    """(letter, text) of the option at `position`. The letter is the position's ("A" first), as
+    AGIEval scores it; the text is the option without that letter, or all of it where the file
+    left the letter out (a few logiqa-en options: "When the land in City A.B ...")."""
+    letter = answers.OPTION_LETTERS[position]
+    match = re.match(_OPTION_PREFIX.format(letter), option)
+    return letter, option[match.end() if match else 0 :].strip()
