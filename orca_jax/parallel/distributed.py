@@ -31,7 +31,9 @@ argument cannot be converted). So this module ends the process itself:
   exists, so the handler looks again for a few seconds before it decides.
 - a `threading.excepthook` for background threads that fail on the lost peer (Orbax's commit
   thread waits at a coordination-service barrier the dead peer never reaches): the same test, the
-  same line, instead of a traceback.
+  same line, instead of a traceback. Orbax's own signalling threads catch their error and log it
+  with its traceback (absl's `logging.exception`) instead: a filter on absl's logger applies the
+  same test to such a record before it is printed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import inspect
+import logging
 import os
 import re
 import signal
@@ -108,6 +111,7 @@ def initialize(args: argparse.Namespace, prog: str = "orca") -> None:
         _PeerWatch().start()
         _catch_coordinator_abort(args.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", ""))
         threading.excepthook = _on_thread_error
+        logging.getLogger("absl").addFilter(_on_logged_thread_error)
 
 
 def report_progress_with(progress: Callable[[], tuple[int, str]] | None) -> None:
@@ -177,6 +181,16 @@ def _on_thread_error(hook_args: threading.ExceptHookArgs) -> None:
     if lost is not None:
         _exit(lost, *_progress_or_none())
     threading.__excepthook__(hook_args)
+
+
+def _on_logged_thread_error(record: logging.LogRecord) -> bool:
+    """A background thread's error that Orbax logs with its traceback: with a lost peer, the one line
+    and exit before it is printed; any other record passes."""
+    if record.exc_info and threading.current_thread() is not threading.main_thread():
+        lost = _lost_peer(_evidence_wait())
+        if lost is not None:
+            _exit(lost, *_progress_or_none())
+    return True
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_int)
