@@ -31,6 +31,7 @@ def configurables() -> dict:
         "evaluate": evaluator.evaluate,
         "Suites": evaluator.Suites,
         "Generation": evaluator.Generation,
+        "Judged": evaluator.Judged,
         "MeshConfig": MeshConfig,
     }
 
@@ -39,10 +40,13 @@ def print_metrics(metrics: dict, header: str) -> None:
     """A table per suite (task, accuracy, parsed, examples), then the other metrics."""
     print(header)
     tasks: dict[str, dict[str, dict[str, float]]] = {}
+    judged: dict[str, dict[str, float]] = {}
     rest = {}
     for name, value in metrics.items():
         parts = name.split("/")
-        if len(parts) == 3 and parts[2] in ("accuracy", "parsed", "examples", "rank_accuracy"):
+        if len(parts) == 3 and parts[0] == "judged":
+            judged.setdefault(parts[1], {})[parts[2]] = value
+        elif len(parts) == 3 and parts[2] in ("accuracy", "parsed", "examples", "rank_accuracy"):
             tasks.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
         else:
             rest[name] = value
@@ -55,6 +59,13 @@ def print_metrics(metrics: dict, header: str) -> None:
             print(f"  {task:<{width}}  {accuracy}  {parsed}  {int(row.get('examples', 0)):>8}")
         if f"{suite}/average" in rest:
             print(f"  {'average':<{width}}  {100 * rest.pop(suite + '/average'):7.1f}%")
+    if judged:
+        width = max(len(n) for n in [*judged, "judged"])
+        print(f"  {'judged':<{width}}  student  reference   ratio  position bias  unparsed  failed  prompts")
+        for name, m in judged.items():
+            scores = f"{m['student_score']:7.2f}  {m['reference_score']:9.2f}  {100 * m['ratio']:5.1f}%"
+            counts = f"{int(m['unparsed']):8d}  {int(m['failed']):6d}  {int(m['prompts']):7d}"
+            print(f"  {name:<{width}}  {scores}  {m['position_bias']:+13.2f}  {counts}")
     width = max((len(k) for k in rest), default=0)
     for name, value in rest.items():
         print(f"  {name:<{width}}  {value:.4f}" if isinstance(value, float) else f"  {name:<{width}}  {value}")

@@ -151,7 +151,7 @@ class AppendLog:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
-            raise DataError(f"{path}: another `orca-data collect` is writing this file") from None
+            raise DataError(f"{path}: another `orca-data collect` or `orca-eval` is writing it") from None
         self.lock = threading.Lock()
 
     def write(self, obj: dict) -> None:
@@ -170,8 +170,8 @@ class AppendLog:
 class Progress:
     """Counts, and a status line: a redrawn line on a terminal, a log line every `log_every_s` otherwise."""
 
-    def __init__(self, total: int, settings: Settings, stream=None):
-        self.total, self.settings, self.stream = total, settings, stream or sys.stderr
+    def __init__(self, total: int, settings: Settings, stream=None, label: str = "collect"):
+        self.total, self.settings, self.stream, self.label = total, settings, stream or sys.stderr, label
         self.tty = self.stream.isatty()
         self.counts: Counter = Counter()
         self.prompt_tokens = self.completion_tokens = 0
@@ -199,7 +199,7 @@ class Progress:
         done, rate = self.done, self.done / elapsed
         eta = _duration((self.total - done) / rate) if rate > 0 else "?"
         rejected = done - self.counts["accepted"]
-        return (f"collect {done:,}/{self.total:,} ({100 * done / max(self.total, 1):.1f}%) | {rate:.2f} req/s | "
+        return (f"{self.label} {done:,}/{self.total:,} ({100 * done / max(self.total, 1):.1f}%) | {rate:.2f} req/s | "
                 f"ETA {eta} | tokens in {_si(self.prompt_tokens)} out {_si(self.completion_tokens)} | "
                 f"${self.cost:,.2f} | rejected {rejected:,} | retries {retries:,}")  # fmt: skip
 
@@ -253,13 +253,49 @@ def collect(queries: str, out: str, rejects: str, settings: Settings, api_key: s
     return summary
 
 
+def ask_each(feed: Iterator[dict], teacher: Teacher, handle: Callable[[dict, Result], None], concurrency: int,
+             tick: Callable[[], None]) -> str:  # fmt: skip
+    """`concurrency` threads each take the next query of `feed`, ask `teacher` and pass the query and
+    its result to `handle`, until the feed runs dry or `teacher.stop` is set; `tick` runs five times
+    a second meanwhile. Returns why the threads stopped early ("" when they did not): a Fatal reply
+    (a bad key, URL or model) or an error in `handle` (a full disk) stops them all. On Ctrl-C the
+    threads are told to stop and die with the process: only requests in flight are lost."""
+    feed_lock, fatal = threading.Lock(), []
+
+    def work() -> None:
+        try:
+            while not teacher.stop.is_set():
+                with feed_lock:
+                    query = next(feed, None)
+                if query is None:
+                    return
+                handle(query, teacher.ask(query))
+        except Stopped:
+            return
+        except Exception as e:
+            fatal.append(str(e) if isinstance(e, (Fatal, DataError)) else f"{type(e).__name__}: {e}")
+            teacher.stop.set()
+
+    workers = [threading.Thread(target=work, daemon=True, name=f"ask-{i}") for i in range(concurrency)]
+    for w in workers:
+        w.start()
+    try:
+        while any(w.is_alive() for w in workers):
+            time.sleep(0.2)
+            tick()
+    except KeyboardInterrupt:
+        teacher.stop.set()
+        raise
+    return fatal[0] if fatal else ""
+
+
 def _run(queries: str, done: set[str], pending: int, out: AppendLog, rejects: AppendLog, endpoint: Endpoint,
          settings: Settings) -> dict:  # fmt: skip
     stop = threading.Event()
     teacher = Teacher(endpoint, settings, Limiter(settings.rpm, settings.tpm, stop), stop)
     progress = Progress(pending, settings)
     feed = (q for _, q in read_queries(queries) if q["id"] not in done)
-    feed_lock, state_lock, state = threading.Lock(), threading.Lock(), {"fatal": "", "failed_in_a_row": 0}
+    state_lock, state = threading.Lock(), {"fatal": "", "failed_in_a_row": 0}
 
     def write(query: dict, result: Result) -> None:
         fields = {"id": query["id"], "system_prompt": query.get("system_prompt") or "", "question": query["question"]}
@@ -278,41 +314,34 @@ def _run(queries: str, done: set[str], pending: int, out: AppendLog, rejects: Ap
                                   f"{result.detail}); fix the endpoint, then rerun with --retry_failed")  # fmt: skip
                 stop.set()
 
-    def work() -> None:
-        try:
-            while not stop.is_set():
-                with feed_lock:
-                    query = next(feed, None)
-                if query is None:
-                    return
-                write(query, teacher.ask(query))
-        except Stopped:
-            return
-        except Exception as e:  # Fatal, or a full disk: stop everything and say why; what is written stays
-            state["fatal"] = str(e) if isinstance(e, (Fatal, DataError)) else f"{type(e).__name__}: {e}"
-            stop.set()
-
-    workers = [threading.Thread(target=work, daemon=True, name=f"collect-{i}") for i in range(settings.concurrency)]
-    for w in workers:
-        w.start()
     try:
-        while any(w.is_alive() for w in workers):
-            time.sleep(0.2)
-            progress.tick(teacher.retries)
+        stopped_by = ask_each(feed, teacher, write, settings.concurrency, lambda: progress.tick(teacher.retries))
     except KeyboardInterrupt:
-        stop.set()  # daemon workers die with the process: only requests in flight are lost
         progress.tick(teacher.retries, final=True)
-        print(
-            f"stopping: {progress.done:,} queries answered or rejected; rerun the same command to resume",
-            file=sys.stderr,
-        )
+        print(f"stopping: {progress.done:,} queries answered or rejected; rerun the same command to resume",
+              file=sys.stderr)  # fmt: skip
         raise
+    state["fatal"] = state["fatal"] or stopped_by
     progress.tick(teacher.retries, final=True)
     if state["fatal"]:
         raise DataError(f"collect stopped after {progress.done:,} queries: {state['fatal']}")
     return {"accepted": progress.counts["accepted"], "rejected": {r: progress.counts[r] for r in REASONS
             if progress.counts[r]}, "retries": teacher.retries, "prompt_tokens": progress.prompt_tokens,
             "completion_tokens": progress.completion_tokens, "cost": round(progress.cost, 4)}  # fmt: skip
+
+
+def api_key_for(base_url: str, api_key_env: str, no_api_key: bool, log: Callable[[str], None],
+                flags: tuple[str, str] = ("--api_key_env", "--no_api_key")) -> str | None:  # fmt: skip
+    """The API key for `base_url`, only ever from the environment variable `api_key_env`. A local or
+    private address may go without one; a remote one needs one unless `no_api_key`."""
+    endpoint = Endpoint(base_url, None, 1.0)  # checks the URL before anything else
+    api_key = None if no_api_key else os.environ.get(api_key_env) or None
+    if api_key is None and not no_api_key:
+        if not is_local(endpoint.parts.hostname or ""):
+            raise DataError(f"${api_key_env} is not set: export your API key in it (or name another variable "
+                            f"with {flags[0]}; {flags[1]} for an endpoint without authentication)")  # fmt: skip
+        log(f"${api_key_env} is not set: sending no API key to {endpoint.url} (a local server)")
+    return api_key
 
 
 def _to_stderr(line: str) -> None:
@@ -325,13 +354,7 @@ def collect_from(queries: str, out: str, rejects: str = "", *, api_key_env: str 
     (only ever from the environment; a local endpoint may go without), `collect`s (rejects default
     to OUT.rejects), logs progress to stderr and prints the summary as one JSON line."""
     config = Settings(**settings)
-    endpoint = Endpoint(config.base_url, None, config.timeout_s)  # checks the URL before anything else
-    api_key = None if no_api_key else os.environ.get(api_key_env) or None
-    if api_key is None and not no_api_key:
-        if not is_local(endpoint.parts.hostname or ""):
-            raise DataError(f"${api_key_env} is not set: export your API key in it (or name another variable "
-                            f"with --api_key_env; --no_api_key for an endpoint without authentication)")  # fmt: skip
-        log(f"${api_key_env} is not set: sending no API key to {endpoint.url} (a local server)")
+    api_key = api_key_for(config.base_url, api_key_env, no_api_key, log)
     summary = collect(queries, out, rejects or out + ".rejects", config, api_key, log=log)
     print(json.dumps(summary))
     return summary

@@ -1,8 +1,9 @@
 """Evaluates one checkpoint on the configured suites and writes what it found.
 
 Suites (each optional): BIG-Bench Hard (`bbh_dir`), AGIEval (`agieval_dir`), folders of your own
-BBH-format tasks (`task_dirs`, e.g. the mini-Orca held-out sets), and the held-out explanation loss
-on response tokens (`heldout`: record files, or "training" for the run's own validation split).
+BBH-format tasks (`task_dirs`, e.g. the mini-Orca held-out sets), the held-out explanation loss
+on response tokens (`heldout`: record files, or "training" for the run's own validation split),
+and open-ended prompt sets scored by a judge model against a reference model (`judged`, judged.py).
 Every benchmark file is read and checked before the model is loaded, so bad input stops the run
 before any compute is spent.
 
@@ -17,7 +18,8 @@ CHECKPOINT_DIR/eval):
 
 Metrics: per task `<suite>/<task>/accuracy`, `/parsed` (the share of generations whose answer could
 be read) and `/examples`; per suite `<suite>/average` (a macro average over its tasks); for BBH also
-`bbh/average_orca23`, the average over the 23 tasks Orca reports; `heldout/loss`, ...
+`bbh/average_orca23`, the average over the 23 tasks Orca reports; `heldout/loss`, ...;
+`judged/<set>/ratio`, ... (judged.py, which also lists the files a judged evaluation writes).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from orca_jax.data.config import DataConfig, FileSet
 from orca_jax.data.templates import get_template
 from orca_jax.errors import ConfigError, DataError
 from orca_jax.evaluation import answers, follow, heldout, responses, suites
+from orca_jax.evaluation.judged import Judged
+from orca_jax.evaluation.judged import evaluate as evaluate_judged
+from orca_jax.evaluation.prompt_sets import OpenPrompt
 from orca_jax.evaluation.suites import Example
 from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
@@ -58,7 +63,7 @@ class Suites:
     task_dirs: dict[str, str] = dataclasses.field(default_factory=dict)  # suite name -> folder
     heldout: str = ""  # record files (paths or globs), or "training"
 
-    def read_examples(self) -> list[Example]:
+    def read_examples(self, judged: bool = False) -> list[Example]:
         examples: list[Example] = []
         if self.bbh_dir:
             examples += suites.read_bbh(self.bbh_dir, tuple(self.bbh_tasks))
@@ -66,8 +71,8 @@ class Suites:
             examples += suites.read_agieval(self.agieval_dir, tuple(self.agieval_tasks))
         for suite, folder in self.task_dirs.items():
             examples += suites.read_task_folder(folder, suite)
-        if not examples and not self.heldout:
-            raise ConfigError("nothing to evaluate: set bbh_dir, agieval_dir, task_dirs or heldout")
+        if not examples and not self.heldout and not judged:
+            raise ConfigError("nothing to evaluate: set bbh_dir, agieval_dir, task_dirs, heldout or Judged.prompt_sets")
         return examples
 
 
@@ -143,9 +148,11 @@ def evaluate_checkpoint(
     generation: Generation,
     mesh,
     output_dir: str,
+    judged: Judged = Judged(),
+    judged_sets: dict[str, list[OpenPrompt]] | None = None,
 ) -> dict[str, float]:
-    """Evaluates the checkpoint at `step` on `examples` (read by `suites.read_examples()`), writes the
-    outputs and returns the metrics."""
+    """Evaluates the checkpoint at `step` on `examples` (read by `suites.read_examples()`) and on the
+    open-ended `judged_sets` (read by `judged.read()`), writes the outputs and returns the metrics."""
     if generation.scoring not in SCORING:
         raise ConfigError(f"scoring = {generation.scoring!r}; choose one of {SCORING}")
     for name in ("batch_size", "max_new_tokens"):
@@ -178,6 +185,18 @@ def evaluate_checkpoint(
         if suites.heldout:
             data = heldout_data(model_bundle, suites.heldout)
             metrics.update(heldout_loss(model, params, mesh, data, generation.batch_size))
+        if judged_sets:
+
+            def answer(prompts: list[str], max_new_tokens: int) -> list[str]:
+                asked = [Example("judged/open", prompt, "", "free") for prompt in prompts]
+                rows = responses.generate_answers(
+                    model, params, mesh, vocab, template, asked, max_new_tokens=max_new_tokens,
+                    stop_strings=generation.stop_strings, temperature=generation.temperature, top_p=generation.top_p,
+                    seed=generation.seed, **common,
+                )  # fmt: skip
+                return [row["generation"] for row in rows]
+
+            metrics.update(evaluate_judged(judged, judged_sets, answer, output_dir, model_bundle.step))
     metrics["eval_seconds"] = time.time() - start
     if jax.process_index() == 0:
         print(f"metrics: {write_outputs(output_dir, model_bundle.step, metrics, rows)}", flush=True)
@@ -210,16 +229,18 @@ def evaluate(
     output_dir: str = "",
     poll_seconds: float = 60.0,
     timeout_seconds: float = 0.0,
+    judged: Judged = Judged(),
 ) -> list[dict[str, float]]:
     """Evaluates the checkpoints of `checkpoint_dir` that `steps` selects (see follow.py): an
     orca_jax run, an export, or a Hugging Face folder. Returns each one's metrics."""
     follow.checkpoint_steps(checkpoint_dir)  # a folder with no checkpoints fails here, first
-    examples = suites.read_examples()  # bad benchmark files fail here, before any parameters are read
+    judged_sets = judged.read()  # so do bad prompt sets, reference files and judge settings
+    examples = suites.read_examples(bool(judged_sets))  # and bad benchmark files, before any parameters are read
     mesh = sharding.make_mesh(mesh_config)
     out = output_dir or os.path.join(paths.absolute(checkpoint_dir), "eval")
 
     def one(step: int | None) -> dict[str, float]:
-        return evaluate_checkpoint(checkpoint_dir, step, examples, suites, generation, mesh, out)
+        return evaluate_checkpoint(checkpoint_dir, step, examples, suites, generation, mesh, out, judged, judged_sets)
 
     return follow.follow(checkpoint_dir, steps, one, out, poll_seconds=poll_seconds, timeout_seconds=timeout_seconds)
 

@@ -58,7 +58,7 @@ def checkpoint_steps(checkpoint_dir: str) -> list[int]:
     return steps
 
 
-def _agree(step: int) -> int:
+def agree(step: int) -> int:
     """Process 0's `step`, on every process."""
     if jax.process_count() == 1:
         return step
@@ -85,13 +85,13 @@ def follow(
         return [evaluate_step(steps)]
     if steps == "latest":
         found = checkpoint_steps(checkpoint_dir)
-        return [evaluate_step(_agree(found[-1]) if found else None)]
+        return [evaluate_step(agree(found[-1]) if found else None)]
     if steps != "all":
         raise ConfigError(f"steps = {steps!r}; use 'latest', 'all' or a step number")
     results = []
     waited_since = time.time()
     while True:
-        decision = _agree(_next_decision(checkpoint_dir, output_dir, waited_since, timeout_seconds))
+        decision = agree(_next_decision(checkpoint_dir, output_dir, waited_since, timeout_seconds))
         if decision == STOP:
             return results
         if decision == WAIT:

@@ -128,12 +128,17 @@ def agieval_prompt(passage: str | None, question: str, options: list[str]) -> tu
     )
 
 
-def read_agieval_task(path: str, task: str) -> list[Example]:
+def read_text(path: str) -> str:
+    """A local or gs:// file's text; a file that cannot be read is one clear error."""
     try:
         with tf.io.gfile.GFile(path) as f:
-            lines = f.read().splitlines()
+            return f.read()
     except (OSError, tf.errors.OpError) as e:
         raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+
+
+def read_agieval_task(path: str, task: str) -> list[Example]:
+    lines = read_text(path).splitlines()
     examples = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
