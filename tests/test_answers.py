@@ -34,6 +34,33 @@ def test_choice(generation, answer):
     assert extract(generation, "choice", OPTIONS) == answer
 
 
+# Long option texts as BBH writes them (snarks, logical_deduction, movie_recommendation).
+LONG = {
+    "A": "The quail is the second from the left",
+    "B": "Yeah. Let's get rid of the trams and build carriages instead.",
+    "C": "I love it when people mock other people for trying",
+    "D": "Star Wars Episode IV - A New Hope",
+}
+
+
+@pytest.mark.parametrize(
+    "generation, answer",
+    [
+        ("The quail is the second from the left", "A"),  # the text alone, longer than a short answer
+        ("(A) The quail is the second from the left", "A"),  # the letter and exactly its text
+        ("(D) Star Wars Episode IV - A New Hope.", "D"),
+        ("(A) The quail is wrong here, (C) is what the question wants, I think", None),  # not A's text
+        ("So the answer is Yeah. Let's get rid of the trams and build carriages instead.", "B"),  # a text's period
+        ("So the answer is I love it when people mock other people for trying.", "C"),  # "I" is no letter
+        ("So the answer is A New Hope.", None),  # "A" is the article, and no option is "A New Hope"
+        ("So the answer is (A) The quail is the second from the left.", "A"),
+        ("Answer: (C)", "C"),
+    ],
+)
+def test_choice_with_long_option_texts(generation, answer):
+    assert extract(generation, "choice", LONG) == answer
+
+
 @pytest.mark.parametrize(
     "form, generation, answer",
     [
@@ -63,6 +90,10 @@ def test_choice(generation, answer):
         ("number", "1673", "1673"),
         ("free", "Sorted: so the answer is apple banana cherry.", "apple banana cherry"),
         ("free", "So the answer is  ] ) }", "] ) }"),
+        ("free", "apple, banana, cherry", "apple banana cherry"),  # word_sorting's words listed with commas
+        ("free", "So the answer is apple, banana, cherry.", "apple banana cherry"),
+        ("free", "apple\nbanana\ncherry", "apple banana cherry"),  # one per line
+        ("free", '"Monsters, Inc".', "monsters inc"),  # quotes and a period around the text
         # Free text with no closing phrase is read whole (word_sorting's reply of sorted words alone).
         ("free", "apple banana cherry date elderberry fig grape", "apple banana cherry date elderberry fig grape"),
     ],
@@ -83,6 +114,29 @@ def test_closed_and_open_forms(form, generation, answer):
 )
 def test_agieval_first_capital_option_letter(reply, answer):
     assert extract(reply, "letter", {x: "" for x in "ABCD"}) == answer
+
+
+# AGIEval options as the real files hold them: logiqa-en's letters as option texts, long texts.
+AGI = {"A": "C", "B": "G", "C": "A careful analysis of a traditional practice", "D": "Civic Park is north of the area"}
+
+
+@pytest.mark.parametrize(
+    "reply, answer",
+    [
+        (" Civic Park is north of the area.", "D"),  # the option's text, not its first capital (C)
+        (" A careful analysis of a traditional practice", "C"),  # "A" is the article
+        (" G.", "B"),  # G is no option letter here, but option B's text
+        (" C", "C"),  # C is an option letter: the letter, not option A's text "C"
+        (" (D) Civic Park is north of the area.", "D"),
+        (" B) because the passage says so.", "B"),
+        (" not obvious. Let's think step by step. Option (A) does not fit. So the answer is (D).", "D"),
+        (" D. Civic Park is north, so the answer is not (A).", "D"),  # the reply's start is the answer
+        (" Option (B) is correct because the passage says so.", "B"),
+        (" A careful reading rules out the others. So the answer is B.", "B"),
+    ],
+)
+def test_agieval_reply_continuing_the_prompt(reply, answer):
+    assert extract(reply, "letter", AGI) == answer
 
 
 def test_targets_and_correctness():

@@ -9,24 +9,36 @@ the metric. Each task has one target form, inferred from its targets (`infer_for
     true_false     "True", "False" (boolean_expressions)  true / false
     valid_invalid  "valid", "invalid" (formal_fallacies)  valid / invalid
     number         "42", "-17"     (object_counting)      a number: "1,673" and "12.0" read as 1673 and 12
-    letter         "A" .. "J"      (AGIEval)              the first capital option letter of the reply
-    free           anything else   (word_sorting)         the text itself, case and spacing aside
+    letter         "A" .. "J"      (AGIEval)              an option letter or an option's text
+    free           anything else   (word_sorting)         the text itself, case, spacing and ", " aside
 
-Where the answer is, for every form but `letter`:
-  1. after the last closing phrase ("So the answer is (B).", "Answer: yes", "the final answer is 42",
-     "the correct option is B"), up to the end of its sentence or line;
-  2. otherwise, for the option forms, an option declared right: "Option (A) is correct because ...",
-     "(C) is the right answer";
-  3. otherwise, when the whole generation is short (at most `SHORT_ANSWER_WORDS` words, what an
-     answer-only student writes: "(B)", "Yes.", "1673", "There are six."), the whole generation;
-     for `free` (word_sorting's sorted words, a title) the whole generation whatever its length.
+Where the answer is, for every form but the option forms:
+  1. after the last closing phrase ("So the answer is yes.", "Answer: yes", "the final answer is 42"),
+     up to the end of its sentence or line;
+  2. otherwise, when the whole generation is short (at most `SHORT_ANSWER_WORDS` words, what an
+     answer-only student writes: "Yes.", "1673", "There are six."), the whole generation; for `free`
+     (word_sorting's sorted words, a title) the whole generation whatever its length.
+For `choice` (BBH's options) the same, with three more readings:
+  0. first, a generation that is all one option's text, whatever its length ("The quail is the
+     rightmost"), unless it is an option letter ("B.");
+  1. after the closing phrase, "(B)", "B", "option B" or an option's text; an option's text that holds
+     a sentence end ("Yeah. Let's get rid of the trams and build carriages instead.") is looked for at
+     the start of the rest of the line;
+  1b. otherwise an option declared right: "Option (A) is correct because ...", "(C) is the right answer";
+  2. otherwise a generation that is an option letter and exactly that option's text ("(B) He's a
+     terrible person, trying to ...") or, when short, the whole generation.
 A long generation with no closing phrase is otherwise unparsed: guessing from its middle would
 credit a model for listing options. A candidate naming two different answers ("(A) or (B)") is
-unparsed too. Numbers may be written as words ("six", "twenty-one").
+unparsed too. Numbers may be written as words ("six", "twenty-one"). "A" and "I" followed by a word
+are the article and the pronoun ("So the answer is A New Hope"), not option letters.
 
-AGIEval's zero-shot prompt ends "Among A through E, the answer is", so the reply starts where the
-letter goes; AGIEval scores the first capital letter of the reply. `letter` takes the first capital
-letter that is one of the options' letters, so "The answer is B" reads B, not T.
+`letter` is AGIEval's: its zero-shot prompt ends "Among A through E, the answer is", so the reply
+continues that sentence, and AGIEval scores the first capital letter of the reply. `letter` reads, in
+order: a reply that is all one option's text (" Civic Park is north of the service area."); an
+option letter the reply starts with (" (B).", " B", " B) because ...", " B. <its text>"); the
+closing phrase and a declared option as for `choice` (" not obvious. Let's think step by step. (A)
+is out. So the answer is (C)."); else AGIEval's own rule, the first capital letter that is one of
+the options' letters, so "The answer is B" reads B, not T.
 
 `extract(generation, form, options)` returns the normalized answer or None; `normalize_target`
 puts a target in the same normal form; a generation is correct when the two are equal.
@@ -47,6 +59,11 @@ CLOSING_PHRASE = re.compile(
     re.IGNORECASE,
 )
 SENTENCE_END = re.compile(r"\.(?:\s|$)|\n")
+LINE_END = re.compile(r"\n")
+# A reply that starts with an option letter: "(B)", "B)", "B.", "B:", "B," or "B" then a space or the end.
+LEADING_LETTER = re.compile(r"\s*(?:\(([A-R])\)|([A-R])([.):,;]|\s|$))")
+BARE_OPTION_LETTER = re.compile(r"(?:^|\b(?:option|choice)\s+)([A-R])(?:[.):,]|\s+(\w)?|$)")
+BARE_LETTER = re.compile(r"\s*\(?([A-R])\)?[.:]?\s*")
 OPTION_LINE = re.compile(r"^\s*\(([A-R])\)\s*(.+?)\s*$", re.MULTILINE)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 # "Option (A) is correct", "(C) is the right answer", "choice B is the best one".
@@ -106,11 +123,9 @@ def extract(generation: str, form: str, options: dict[str, str] | None = None) -
     if form not in FORMS:
         raise ValueError(f"unknown answer form {form!r}; one of {FORMS}")
     options = options or {}
-    if form == "letter":
-        return _first_capital_option(generation, options)
+    if form in ("choice", "letter"):
+        return _option(generation, options, form)
     candidate = _after_closing_phrase(generation)
-    if candidate is None and form == "choice" and (declared := DECLARED_OPTION.findall(generation)):
-        candidate = " ".join(declared)  # two different options declared right read as unparsed
     if candidate is None:
         words = generation.split()
         if not words or (len(words) > SHORT_ANSWER_WORDS and form != "free"):
@@ -123,13 +138,73 @@ def is_correct(answer: str | None, target: str, form: str) -> bool:
     return answer is not None and answer == normalize_target(target, form)
 
 
-def _after_closing_phrase(generation: str) -> str | None:
+def _after_closing_phrase(generation: str, whole_line: bool = False) -> str | None:
+    """What follows the last closing phrase, up to the end of its sentence (or of its line)."""
     matches = list(CLOSING_PHRASE.finditer(generation))
     if not matches:
         return None
     rest = generation[matches[-1].end() :]
-    end = SENTENCE_END.search(rest)  # a period before a digit (3.14) ends no sentence
+    end = (LINE_END if whole_line else SENTENCE_END).search(rest)  # a period before a digit (3.14) ends none
     return rest[: end.start()] if end else rest
+
+
+def _option(generation: str, options: dict[str, str], form: str) -> str | None:
+    """The option letter a `choice` or `letter` generation names (see the module docstring)."""
+    agieval = form == "letter"
+    bare = BARE_LETTER.fullmatch(generation)
+    if not (bare and bare[1] in options) and (named := option_named(generation, options)):
+        return named  # the whole reply is one option's text: "The quail is the rightmost"
+    if agieval and (lead := _leading_letter(generation, options)):
+        return lead  # " (B) because ...", the rest of "Among A through E, the answer is"
+    if (candidate := _after_closing_phrase(generation)) is not None:
+        # An option text holding a sentence end ("Yeah. Let's get rid of the trams ...") is looked for
+        # at the start of the rest of the line, which the sentence's end cut short.
+        split = {letter: body for letter, body in options.items() if SENTENCE_END.search(body.strip())}
+        answer = _choice(candidate, options) or _option_text_first(_after_closing_phrase(generation, True), split)
+        if answer or not agieval:
+            return answer
+    if declared := DECLARED_OPTION.findall(generation):
+        answer = _choice(" ".join(declared), options)  # two different options declared right: unparsed
+        if answer or not agieval:
+            return answer
+    if agieval:
+        return _first_capital_option(generation, options)
+    if lead := _leading_letter(generation, options, own_text_only=True):
+        return lead  # "(B) He's a terrible person, trying to ..."
+    words = generation.split()
+    return _choice(generation.strip(), options) if words and len(words) <= SHORT_ANSWER_WORDS else None
+
+
+def _leading_letter(text: str, options: dict[str, str], own_text_only: bool = False) -> str | None:
+    """The option letter a reply starts with ("(B)", "B)", "B.", "B:", "B" then a word), or None.
+    "A" and "I" followed by a word are the article and the pronoun. With `own_text_only`, only a
+    letter followed by nothing or by exactly its own option's text counts ("(B) Tuesday")."""
+    match = LEADING_LETTER.match(text)
+    if not match or (letter := match.group(1) or match.group(2)) not in (set(options) or set("ABCDE")):
+        return None
+    rest = text[match.end() :]
+    if own_text_only:
+        return letter if not rest.strip(" .") or _free(rest) == _free(options.get(letter, "")) else None
+    if match.group(3) and match.group(3).isspace() and rest.strip() and letter in "AI":
+        return None
+    return letter
+
+
+def _option_text_first(text: str, options: dict[str, str]) -> str | None:
+    """The option whose text `text` starts with (the longest, if one text starts another), or None."""
+    text = _free(text)
+    starts = [
+        (len(_free(body)), letter) for letter, body in options.items() if _free(body) and _starts(text, _free(body))
+    ]
+    if not starts:
+        return None
+    longest = max(n for n, _ in starts)
+    found = {letter for n, letter in starts if n == longest}
+    return found.pop() if len(found) == 1 else None
+
+
+def _starts(text: str, prefix: str) -> bool:
+    return text.startswith(prefix) and (len(text) == len(prefix) or not text[len(prefix)].isalnum())
 
 
 def _read(candidate: str, form: str, options: dict[str, str]) -> str | None:
@@ -156,8 +231,12 @@ def _choice(candidate: str, options: dict[str, str]) -> str | None:
     if named := option_named(candidate, options):  # the option's text instead of its letter: "... is Tuesday."
         return named
     letters = set(re.findall(r"\(([A-Ra-r])\)", candidate))  # "(B)" and "(b)"
-    if not letters:  # "B)", "B.", "B" standing alone, "option B"
-        letters = set(re.findall(r"(?:^|\b(?:option|choice)\s+)([A-R])(?:\)|\.|,|:|\s|$)", candidate.strip()))
+    if not letters:  # "B)", "B.", "B" standing alone, "option B"; not the article in "A New Hope"
+        letters = {
+            letter
+            for letter, word in BARE_OPTION_LETTER.findall(candidate.strip())
+            if not (word and letter in "AI") and (letter in options or not options)
+        }
     letters = {x.upper() for x in letters}
     if len(letters) == 1:
         return letters.pop()
@@ -193,5 +272,9 @@ def _number(text: str) -> str | None:
 
 
 def _free(text: str) -> str:
-    text = " ".join(text.split()).strip().strip("\"'`*").strip()
-    return text.rstrip(".").strip().lower()
+    """Text compared case, spacing and commas between words aside ("apple, banana" is "apple banana"),
+    without quotes, emphasis or a final period around it."""
+    text, before = " ".join(text.replace(", ", " ").split()), None
+    while text != before:  # 'Law".' and '"Law."' both read Law
+        before, text = text, text.strip("\"'`* ").rstrip(".")
+    return text.lower()
