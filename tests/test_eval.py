@@ -306,3 +306,14 @@ def test_bad_input_gives_one_clear_error_and_no_metrics(tmp_path, task_dir, caps
     with pytest.raises(SystemExit):
         eval_binary.main(["rescore", "--inferences", str(tmp_path / "missing.jsonl")])
     assert "missing.jsonl: cannot read" in capsys.readouterr().err
+
+
+def test_rescore_reads_generations_against_the_options_the_evaluation_used():
+    """AGIEval writes its options on one line of the input; the row's own options let rescore read
+    a reply that names an option by its text, as the evaluation did."""
+    user, _ = suites.agieval_prompt(None, "Which park?", ["(A)Civic Park", "(B)Elm Park"])
+    row = {"task": "agieval/lsat-lr", "input": user, "target": "B", "generation": " Elm Park."}
+    _, [rescored] = evaluator.rescore([{**row, "options": {"A": "Civic Park", "B": "Elm Park"}}], "rows.jsonl")
+    assert rescored["answer"] == "B" and rescored["correct"]
+    _, [older] = evaluator.rescore([row], "rows.jsonl")  # a row written before rows kept their options
+    assert not older["correct"]

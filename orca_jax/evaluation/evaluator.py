@@ -11,8 +11,8 @@ The checkpoint carries its model and data config (vocabulary, chat template, row
 questions are asked in the layout the model was trained on. Outputs, in OUTPUT_DIR (by default
 CHECKPOINT_DIR/eval):
 
-    inferences_step_<N>.jsonl   per example: task, input, target, generation, answer, correct
-                                (+ ranked, rank_correct when options are ranked)
+    inferences_step_<N>.jsonl   per example: task, input, target, generation, answer, correct,
+                                options (+ ranked, rank_correct when options are ranked)
     tensorboard/                the metrics as scalars at step N
     metrics_step_<N>.json       the metrics, written last and atomically: it exists only complete
 
@@ -246,8 +246,8 @@ def evaluate(
 
 
 def rescore(rows: Sequence[dict], where: str) -> tuple[dict[str, float], list[dict]]:
-    """Answers and metrics recomputed from inference rows (their task, target and generation; the
-    input, when present, names the options), with no model. Returns the metrics and the rows."""
+    """Answers and metrics recomputed from inference rows (their task, target and generation; their
+    options, or for older rows the input's), with no model. Returns the metrics and the rows."""
     by_task: dict[str, list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         for key in ("task", "target", "generation"):
@@ -259,9 +259,11 @@ def rescore(rows: Sequence[dict], where: str) -> tuple[dict[str, float], list[di
         form = answers.infer_form([rows[i]["target"] for i in indices])
         for i in indices:
             row = rescored[i]
-            options = answers.options_in(row.get("input") or "")
-            if form == "letter":
-                options = {x: "" for x in re.findall(r"\(([A-J])\)", row.get("input") or "")}
+            options = row.get("options")
+            if not isinstance(options, dict):  # written before rows kept their options: read them off the input
+                options = answers.options_in(row.get("input") or "")
+                if form == "letter":
+                    options = {x: "" for x in re.findall(r"\(([A-J])\)", row.get("input") or "")}
             row["answer"] = answers.extract(row["generation"], form, options)
             row["correct"] = answers.is_correct(row["answer"], row["target"], form)
             row.pop("rank_correct", None)  # a ranking cannot be recomputed without the model

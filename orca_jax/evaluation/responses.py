@@ -83,7 +83,7 @@ def generate_answers(
     seed: int = 0,
 ) -> list[dict]:
     """One inference row per example, in the examples' order: task, input, target, generation,
-    answer (None when unparsed) and correct."""
+    answer (None when unparsed), correct, and the options {letter: text} when there are any."""
     prompts = [prompt_tokens(vocab, template, system_message, ex) for ex in examples]
     order = sorted(range(len(examples)), key=lambda i: len(prompts[i]))
     generations: dict[int, str] = {}
@@ -101,10 +101,11 @@ def generate_answers(
     rows = []
     for i, ex in enumerate(examples):
         answer = answers.extract(generations[i], ex.form, dict(ex.options))
-        rows.append({
-            "task": ex.task, "input": ex.input, "target": ex.target, "generation": generations[i],
-            "answer": answer, "correct": answers.is_correct(answer, ex.target, ex.form),
-        })  # fmt: skip
+        row = {"task": ex.task, "input": ex.input, "target": ex.target, "generation": generations[i],
+               "answer": answer, "correct": answers.is_correct(answer, ex.target, ex.form)}  # fmt: skip
+        if ex.options:  # so that `orca-eval rescore` reads the generation against the same options
+            row["options"] = dict(ex.options)
+        rows.append(row)
     return rows
 
 
