@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lm_eval]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,7 +44,7 @@ replicate: $(STAMP)
 
 # The tests also compile for real TPU topologies on this CPU, through libtpu (the `tpu` extra).
 $(TPU_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[test,tpu]"
+	$(BIN)/python -m pip install --quiet -e ".[test,tpu,lm_eval]"
 	touch $(TPU_STAMP)
 
 test: $(TPU_STAMP)

