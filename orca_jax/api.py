@@ -51,7 +51,10 @@ class LoadedModel:
         return np.asarray(out)[..., : self.config.vocab_size]
 
     def chat_prompt(self, question: str, system: str = "") -> str:
-        """`question` rendered through the model's chat template, ready for `generate`."""
+        """`question` rendered through the model's chat template, ready for `generate` (which adds BOS):
+        the one a run trained in, or a Hugging Face folder's own chat_template (else Orca's). For a
+        model's own template it is transformers' apply_chat_template(add_generation_prompt=True)
+        without the leading BOS."""
         return get_template(self.bundle.template).prompt(system, question)
 
     def generate(

@@ -3,7 +3,8 @@
 Folders it reads:
     an orca_jax run (MODEL_DIR, with checkpoints/<step>/ holding params and meta), including
     parameters-only exports and `orca-import-hf` outputs, which have the same layout; or
-    a Hugging Face LLaMA / Mistral folder (config.json and safetensors).
+    a Hugging Face LLaMA / Mistral folder (config.json and safetensors), whose own chat template
+    (tokenizer_config.json or chat_template.jinja) is its template, else Orca's.
 
 A run's vocabulary travels with it: a SentencePiece model is copied to ROOT/assets/ when the run
 starts (or the folder is imported or exported), and the checkpoint's meta names it relative to ROOT.
@@ -26,6 +27,7 @@ from jax.sharding import Mesh
 from orca_jax import paths
 from orca_jax.checkpoints import hf
 from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.data import jinja_templates
 from orca_jax.data.vocab import ID_OFFSET, make_vocabulary
 from orca_jax.errors import CheckpointError
 from orca_jax.model.config import DTYPES, ModelConfig
@@ -57,8 +59,14 @@ class ModelBundle:
         return make_vocabulary(self.vocabulary_spec, self.added_tokens)
 
 
+# A tokenizer's configs beside its file (special tokens, chat template): copied with it, so that a
+# run, import or export from an HF folder still has its chat template (DataConfig.template 'tokenizer').
+TOKENIZER_SIDECARS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
 def store_vocabulary(spec: str, root: str) -> str:
-    """The meta entry for vocabulary `spec`: `byte`, or a copy of the SentencePiece model under ROOT."""
+    """The meta entry for vocabulary `spec`: `byte`, or a copy of the tokenizer file (and of the
+    configs beside it) under ROOT."""
     if spec in ("byte", ""):
         return spec
     name = TOKENIZER_JSON if spec.endswith(".json") else TOKENIZER_FILE
@@ -66,6 +74,10 @@ def store_vocabulary(spec: str, root: str) -> str:
     target = os.path.join(root, ASSETS, name)
     if os.path.abspath(spec) != os.path.abspath(target):
         tf.io.gfile.copy(spec, target, overwrite=True)
+        for sidecar in TOKENIZER_SIDECARS:
+            source = os.path.join(os.path.dirname(spec), sidecar)
+            if tf.io.gfile.exists(source):
+                tf.io.gfile.copy(source, os.path.join(root, ASSETS, sidecar), overwrite=True)
     return os.path.join(ASSETS, name)
 
 
@@ -172,7 +184,7 @@ def _load_hf(path: str, mesh: Mesh) -> ModelBundle:
         config=config,
         params=params,
         vocabulary_spec=tokenizer,
-        template="orca",
+        template=jinja_templates.folder_template(path, "orca"),
         step=0,
         meta={"source": {"hf_dir": os.path.abspath(path)}},
     )

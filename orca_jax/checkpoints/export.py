@@ -1,7 +1,8 @@
 """Exports of a checkpoint (what `orca-export` does): a Hugging Face folder, or parameters only.
 
 `hf` writes config.json, sharded safetensors with their index, generation_config.json and the
-tokenizer files transformers reads; `params` writes an orca_jax checkpoint without optimizer state.
+tokenizer files transformers reads, with the chat template the model was trained in when it is a
+model's own (Jinja) template; `params` writes an orca_jax checkpoint without optimizer state.
 Each tensor is written in the dtype it is stored in (a run's param_dtype, an import's imported
 dtype) unless a dtype is given to cast to, so that import -> export gives back the same bytes.
 Every export is read back and checked tensor by tensor.
@@ -19,6 +20,7 @@ import numpy as np
 
 from orca_jax.checkpoints import bundle, hf
 from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.data import jinja_templates
 from orca_jax.data.vocab import DEFAULT_BOS_ID, DEFAULT_EOS_ID
 from orca_jax.errors import CheckpointError
 from orca_jax.model.config import DTYPES, RUNTIME_FIELDS
@@ -98,28 +100,57 @@ def write_tokenizer_files(model_bundle: bundle.ModelBundle, out: str) -> list[st
     spec = model_bundle.vocabulary_spec
     if not spec or spec == "byte":
         return [f"(no tokenizer files: the vocabulary is {spec or 'unknown'!r}, which transformers has no class for)"]
+    # The template the model was trained in, so that transformers, vLLM or TGI chat in it: a model's
+    # own as it came, or one of orca_jax's written as Jinja.
+    chat_template = jinja_templates.chat_template_text(model_bundle.template)
     if spec.endswith(".json"):  # a Hugging Face tokenizer: its own file is what transformers reads
         shutil.copyfile(spec, os.path.join(out, "tokenizer.json"))
-        return ["tokenizer.json"]
+        vocab = model_bundle.vocabulary()
+        config = _source_tokenizer_config(spec) or {
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": vocab.token(vocab.bos_id),
+            "eos_token": vocab.token(vocab.eos_id),
+        }  # fmt: skip
+        config["chat_template"] = chat_template
+        with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        return ["tokenizer.json", "tokenizer_config.json"]
     vocab = model_bundle.vocabulary()
     shutil.copyfile(spec, os.path.join(out, "tokenizer.model"))
-    sp = vocab.tokenizer
+    sp = getattr(vocab, "base", vocab).tokenizer  # under the added tokens, if any
     special = {"bos_token": sp.id_to_piece(vocab.bos_id), "eos_token": sp.id_to_piece(vocab.eos_id),
                "unk_token": sp.id_to_piece(vocab.unk_id)}  # fmt: skip
     added = {}
+    names = model_bundle.added_tokens or ("<pad>",)  # an import grown by --vocab_size: Orca's pad first
     for i in range(sp.get_piece_size(), model_bundle.config.vocab_size):  # added tokens, e.g. Orca's pad
-        content = "<pad>" if i == sp.get_piece_size() else f"<extra_{i}>"
+        n = i - sp.get_piece_size()
+        content = names[n] if n < len(names) else f"<extra_{i}>"
         added[str(i)] = {"content": content, "special": True, "lstrip": False, "rstrip": False,
                          "normalized": False, "single_word": False}  # fmt: skip
-    if added:
+    if "<pad>" in [a["content"] for a in added.values()]:
         special["pad_token"] = "<pad>"
+    # legacy: a "▁" before the text after a special token (a template's "<s>[INST]"), as SentencePiece
+    # encodes each piece of text and as orca_jax trained; without it transformers would tokenize a
+    # chat prompt differently from the way the model learned it.
     config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-              "legacy": False, "model_max_length": 4096, "added_tokens_decoder": added, **special}  # fmt: skip
+              "legacy": True, "model_max_length": 4096, "added_tokens_decoder": added, **special}  # fmt: skip
+    config["chat_template"] = chat_template
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(out, "special_tokens_map.json"), "w") as f:
         json.dump(special, f, indent=2)
     return ["tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def _source_tokenizer_config(tokenizer_json: str) -> dict:
+    """The tokenizer_config.json beside a tokenizer.json (copied into a run's assets), without its chat
+    template, which the export sets from the checkpoint's own."""
+    path = os.path.join(os.path.dirname(tokenizer_json), "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        config = json.load(f)
+    config.pop("chat_template", None)
+    return config
 
 
 def export_params(model_bundle: bundle.ModelBundle, params, checkpoint_dir: str, out: str) -> list[str]:

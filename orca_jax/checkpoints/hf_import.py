@@ -13,6 +13,7 @@ import os
 
 from orca_jax.checkpoints import bundle, hf
 from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
+from orca_jax.data import jinja_templates
 from orca_jax.errors import ConfigError
 from orca_jax.model.config import ModelConfig
 
@@ -44,7 +45,7 @@ def import_hf(
     meta = {
         "model": config.to_dict(),
         "vocabulary": bundle.store_vocabulary(tokenizer, out) if tokenizer else "",
-        "template": "orca",
+        "template": jinja_templates.folder_template(hf_dir, "orca"),  # the folder's own chat template, if any
         "source": {"hf_dir": os.path.abspath(hf_dir)},
     }
     checkpoints = Checkpoints(checkpoints_dir(out))

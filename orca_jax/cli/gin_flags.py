@@ -6,7 +6,8 @@ registers the library's config classes and entry points as gin configurables und
 `--gin.MODEL_DIR=/tmp/run` binds the macro MODEL_DIR; `--gin.TrainConfig.num_steps=10` binds a
 parameter. A value that is not a Python literal, a gin reference (@name) or a macro (%NAME) is
 taken as a string, so paths need no quotes. A binding that names no configurable, no parameter, or
-no macro defined by the gin files is an error, so a typo never passes silently.
+no macro defined by the gin files is an error, so a typo never passes silently. Files are read in
+the order given; a later file's `X = %gin.REQUIRED` keeps the value an earlier file gave X.
 """
 
 from __future__ import annotations
@@ -108,8 +109,15 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: str =
         if not os.path.isfile(f) and not any(os.path.isfile(os.path.join(p, f)) for p in paths):
             raise ConfigError(f"{f}: no such gin file")
     try:
-        with _quiet_logging():  # gin logs an error for every search path an include is not in
-            gin.parse_config_files_and_bindings(list(files), None, finalize_config=False)
+        for f in files:
+            given = {name: macro_value(name) for name in macro_names()}
+            with _quiet_logging():  # gin logs an error for every search path an include is not in
+                gin.parse_config_files_and_bindings([f], None, finalize_config=False)
+            # `X = %gin.REQUIRED` in a later file (a data config layered on finetune.gin) says X must be
+            # set; it does not unset the value an earlier file gave X.
+            for name, value in given.items():
+                if str(value) != "%gin.REQUIRED" and str(macro_value(name)) == "%gin.REQUIRED":
+                    gin.bind_parameter(f"{name}/gin.macro.value", value)
     except (OSError, ValueError, KeyError, SyntaxError) as e:
         raise ConfigError(f"gin: {_one_line(e)}") from None
     defined_macros = macro_names()

@@ -16,13 +16,20 @@ from orca_jax.errors import exit_on_user_error
 
 
 def configurables() -> dict:
+    from orca_jax.checkpoints import base_model
     from orca_jax.data.config import DataConfig, FileSet
     from orca_jax.model.config import ModelConfig
     from orca_jax.parallel.sharding import MeshConfig
     from orca_jax.training import trainer
+    from orca_jax.training.finetune import finetune_data, finetune_steps
     from orca_jax.training.optimizer import OptimizerConfig
 
     return {
+        # configs/runs/finetune.gin: the model's shape, tokenizer and template from its BASE
+        "base_model_config": base_model.base_model_config,
+        "base_vocabulary": base_model.base_vocabulary,
+        "finetune_data": finetune_data,
+        "finetune_steps": finetune_steps,
         "train": trainer.train,
         "ModelConfig": ModelConfig,
         "DataConfig": DataConfig,

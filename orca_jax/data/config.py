@@ -15,10 +15,11 @@ Policies:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import seqio
 
-from orca_jax.data import packing, records, system_messages
+from orca_jax.data import jinja_templates, packing, records, system_messages
 from orca_jax.data.templates import get_template
 from orca_jax.data.vocab import make_vocabulary
 from orca_jax.errors import ConfigError
@@ -65,7 +66,9 @@ class DataConfig:
     name: str = "explanations"  # the mixture's name when there are several sources
     vocabulary: str = "byte"  # byte | SentencePiece .model path | tokenizer.json path
     added_tokens: tuple[str, ...] = ()  # e.g. ("<pad>",) for Orca's 32,001 ids
-    template: str = "orca"  # orca | chatml | llama2 | plain
+    # orca | chatml | llama2 | plain | tokenizer: the Jinja chat_template in the vocabulary's folder,
+    # which becomes its resolved text here (jinja_templates.py), so the run records the template itself
+    template: str = "orca"
     system_messages: str = "keep"  # keep | orca | erase (see system_messages.py)
     system_messages_file: str = ""  # your own wording of the 16 behaviours, JSON
     sequence_length: int = 2048
@@ -85,6 +88,12 @@ class DataConfig:
                                       ("system_messages", self.system_messages, system_messages.MODES)):  # fmt: skip
             if value not in allowed:
                 raise ConfigError(f"DataConfig.{field}: {value!r} is not one of {allowed}")
+        if self.template == "tokenizer":
+            folder = os.path.dirname(self.vocabulary) if self.vocabulary not in ("byte", "") else ""
+            if not folder:
+                raise ConfigError("DataConfig.template = 'tokenizer' needs DataConfig.vocabulary to be a tokenizer "
+                                  f"file in a folder with its chat template, not {self.vocabulary!r}")  # fmt: skip
+            object.__setattr__(self, "template", jinja_templates.spec_from_folder(folder, "DataConfig.template"))
         get_template(self.template)
 
     @property

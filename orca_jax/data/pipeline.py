@@ -29,7 +29,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from orca_jax.data import packing, readers
+from orca_jax.data import jinja_templates, packing, readers
 from orca_jax.data.config import DataConfig, FileSet
 from orca_jax.data.preprocessors import OVER_LENGTH, assign_system_message, holdout_filter, tokenize_with_roles
 from orca_jax.data.records import REJECT_REASONS
@@ -74,6 +74,8 @@ def register(config: DataConfig, split: str = "train") -> str:
     """Registers the tasks (and the mixture) whose `split` is set; returns the name to read."""
     vocab = config.make_vocabulary()
     template = get_template(config.template)
+    if jinja_templates.is_spec(config.template):  # here, not in DataConfig: a stored config names files
+        jinja_templates.check_vocabulary(config.template, config.vocabulary, vocab)
     messages = config.read_messages()
     names = []
     for fs in config.sources:

@@ -14,6 +14,8 @@ Layouts. Input (readers.py), scalar features:
 Output of tokenize_with_roles, for a kept example with prompt tokens p1 p2 p3 and response r1 r2:
 
     targets   p1 p2 p3 r1 r2 EOS       roles     1  1  1  2  2  2      (packing.PROMPT_ROLE / RESPONSE_ROLE)
+
+(a model's own template may add trailer tokens after EOS, role 1: ChatML's newline after <|im_end|>)
     reject    0
 
 and for a rejected or over-length record: `targets` and `roles` empty, `reject` its reason code,
@@ -75,18 +77,22 @@ def tokenize_with_roles(template: ChatTemplate, overlong: str):
         def tokenize(ex):
             prompt = vocab.encode_tf(template.prompt_tf(ex["system_prompt"], ex["question"]))
             response = tf.concat([vocab.encode_tf(template.response_tf(ex["response"])), [vocab.eos_id]], axis=0)
+            # What a model's own template writes after EOS (ChatML's newline): no loss, and no tokens
+            # at all for the built-in templates.
+            trailer = vocab.encode_tf(template.trailer) if template.trailer else tf.zeros([0], tf.int32)
             if overlong == "trim_prompt":  # keep the prompt's end: the question and the reply header
-                keep = tf.maximum(limit - tf.size(response), 0)
+                keep = tf.maximum(limit - tf.size(response) - tf.size(trailer), 0)
                 prompt = prompt[tf.maximum(tf.size(prompt) - keep, 0) :]
-            too_long = tf.size(prompt) + tf.size(response) > limit
+            too_long = tf.size(prompt) + tf.size(response) + tf.size(trailer) > limit
             reject = tf.where(ex["reject"] > 0, ex["reject"], tf.where(too_long, OVER_LENGTH, 0))
             keep_example = tf.cast(tf.equal(reject, 0), tf.int32)
             n_prompt, n_response = tf.size(prompt) * keep_example, tf.size(response) * keep_example
+            n_trailer = tf.size(trailer) * keep_example
+            roles = [tf.fill([n], role) for n, role in ((n_prompt, packing.PROMPT_ROLE),
+                     (n_response, packing.RESPONSE_ROLE), (n_trailer, packing.PROMPT_ROLE))]  # fmt: skip
             return {
-                "targets": tf.concat([prompt[:n_prompt], response[:n_response]], axis=0),
-                "roles": tf.concat(
-                    [tf.fill([n_prompt], packing.PROMPT_ROLE), tf.fill([n_response], packing.RESPONSE_ROLE)], axis=0
-                ),  # fmt: skip
+                "targets": tf.concat([prompt[:n_prompt], response[:n_response], trailer[:n_trailer]], axis=0),
+                "roles": tf.concat(roles, axis=0),
                 "reject": reject,
             }
 

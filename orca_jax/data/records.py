@@ -7,15 +7,16 @@ A record is the triple Orca trains on, plus where it came from:
 Two record formats (the file types that carry them are readers.py's business):
 
     openorca   OpenOrca's columns: {"id", "question", "response"} (+ optional "system_prompt" and
-               "collection"). JSONL lines, parquet rows, or TFRecord tf.train.Example with those
-               bytes features.
+               "collection"; a missing "id" is the record's place). JSONL lines, parquet rows, or
+               TFRecord tf.train.Example with those bytes features.
     sharegpt   SlimOrca's layout: {"conversations": [{"from": "system", "value": ...},
                {"from": "human", ...}, {"from": "gpt", ...}]} (+ optional "id"), JSONL only. One
                exchange per record; "user"/"assistant" are accepted for human/gpt.
 
 A missing (or null) system message is the empty one: the run's system-message policy decides what
 the record is trained with (`keep`: none, `orca`: Orca's per-collection message, `erase`: the
-generic one; see system_messages.py). So a plain `{"id", "question", "response"}` file is valid.
+generic one; see system_messages.py). A missing id is the record's place in its file (as for
+ShareGPT). So a plain `{"question", "response"}` file is valid.
 
 One UTF-8 policy everywhere: text arrives as bytes (a JSONL line, a TFRecord bytes feature, a
 parquet binary column) and is decoded strictly; a failure rejects the record as `not_utf8`.
@@ -134,6 +135,8 @@ def record_from_object(obj, fmt: str, fallback_id: str) -> OrcaRecord | Rejectio
         return Rejection("not_object", "", f"expected a JSON object, got {type(obj).__name__}")
     if fmt == "sharegpt":
         return _from_sharegpt(obj, fallback_id)
+    if obj.get("id") is None:  # a plain {question, response} file: the record's place is its id
+        obj = {**obj, "id": fallback_id}
     checked = _check_fields(obj, REQUIRED)
     return checked if isinstance(checked, Rejection) else OrcaRecord(**checked)
 

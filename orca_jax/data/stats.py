@@ -62,6 +62,7 @@ def example_lengths(config: DataConfig, split: str = "train") -> tuple[int, Coun
                 system = config.system_message(item, messages)
                 prompt = len(vocab.encode(template.prompt(system, item.question)))
                 response = len(vocab.encode(template.response(item.response))) + 1  # + EOS
+                response += len(vocab.encode(template.trailer)) if template.trailer else 0
                 if config.overlong == "trim_prompt":
                     prompt = min(prompt, max(limit - response, 0))
                 if prompt + response > limit:

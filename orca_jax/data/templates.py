@@ -15,6 +15,9 @@ For system "Be brief.", question "What is 2 + 3?", response "5.":
 An empty system message keeps Orca's header (as in Orca's zero-shot evaluation) and drops the
 system block of the others. ChatML's markers are plain text unless the vocabulary adds them as
 tokens (DataConfig.added_tokens).
+
+    tokenizer  the model's own Jinja `chat_template`, from the tokenizer's folder, laid out exactly as
+               transformers' apply_chat_template renders it (jinja_templates.py)
 """
 
 from __future__ import annotations
@@ -33,25 +36,61 @@ class ChatTemplate:
     system_format: str  # has {system}: the system block when there is a message
     empty_system_block: str  # the system block when the message is empty
     response_suffix: str = ""  # closes the reply; trained on, like the response
+    # Set only for a model's own Jinja template (jinja_templates.py): text after the EOS token, not
+    # trained on; the text the EOS id stands for in the template's rendering ("" where the template
+    # does not write EOS, and the pipeline's EOS is extra); what the reply opens with beyond the
+    # generation prompt (trained on); the whitespace the template strips from contents, as
+    # "<role><" (left) and "<role>>" (right) for roles system, question, response, without and with
+    # a system message (Llama-2's strips the question's left only when there is none).
+    trailer: str = ""
+    eos_text: str = ""
+    response_prefix: str = ""
+    trim: tuple[str, ...] = ()
+    trim_with_system: tuple[str, ...] = ()
+
+    def _strip(self, text, role: str, with_system: bool, lstrip, rstrip):
+        trims = self.trim_with_system if with_system else self.trim
+        text = lstrip(text) if role + "<" in trims else text
+        return rstrip(text) if role + ">" in trims else text
 
     def prompt(self, system: str, question: str) -> str:
-        block = self.system_format.format(system=system) if system else self.empty_system_block
-        return self.prompt_format.format(system_block=block, question=question)
+        strip = lambda text, role: self._strip(text, role, bool(system), str.lstrip, str.rstrip)  # noqa: E731
+        before, after = self.system_format.split("{system}")
+        block = before + strip(system, "system") + after if system else self.empty_system_block
+        head, tail = self.prompt_format.split("{question}")
+        pre, post = head.split("{system_block}")  # split, not format: a template's text may hold braces
+        return pre + block + post + strip(question, "question") + tail
 
     def response(self, response: str) -> str:
-        return response + self.response_suffix
+        response = self._strip(response, "response", False, str.lstrip, str.rstrip)
+        return self.response_prefix + response + self.response_suffix
+
+    def text(self, system: str, question: str, response: str) -> str:
+        """What the example is, as text (the EOS id as the template writes it, if it does): for a
+        model's own template, its rendering of the conversation without the leading BOS."""
+        return self.prompt(system, question) + self.response(response) + self.eos_text + self.trailer
 
     def prompt_tf(self, system: tf.Tensor, question: tf.Tensor) -> tf.Tensor:
         """`prompt` on string tensors (scalars), inside a tf.data pipeline."""
+        has_system = tf.strings.length(system) > 0
         before, after = self.system_format.split("{system}")
-        block = tf.where(tf.strings.length(system) > 0, tf.strings.join([before, system, after]),
-                         self.empty_system_block)  # fmt: skip
+        system = self._strip_tf(system, "system", True)
+        block = tf.where(has_system, tf.strings.join([before, system, after]), self.empty_system_block)
+        question = tf.where(has_system, self._strip_tf(question, "question", True),
+                            self._strip_tf(question, "question", False))  # fmt: skip
         head, tail = self.prompt_format.split("{question}")
         pre, post = head.split("{system_block}")
         return tf.strings.join([pre, block, post, question, tail])
 
     def response_tf(self, response: tf.Tensor) -> tf.Tensor:
-        return tf.strings.join([response, self.response_suffix])
+        response = self._strip_tf(response, "response", False)
+        return tf.strings.join([self.response_prefix, response, self.response_suffix])
+
+    def _strip_tf(self, text: tf.Tensor, role: str, with_system: bool) -> tf.Tensor:
+        # RE2's \s is ASCII whitespace, where Jinja's trim is Python's (Unicode spaces too).
+        lstrip = lambda t: tf.strings.regex_replace(t, r"^\s+", "")  # noqa: E731
+        rstrip = lambda t: tf.strings.regex_replace(t, r"\s+$", "")  # noqa: E731
+        return self._strip(text, role, with_system, lstrip, rstrip)
 
 
 TEMPLATES = {
@@ -75,6 +114,12 @@ CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 
 
 def get_template(name: str) -> ChatTemplate:
+    """A built-in template by name, or a model's own Jinja template as resolved (jinja_templates.py)."""
+    from orca_jax.data import jinja_templates  # it builds on ChatTemplate
+
+    if jinja_templates.is_spec(name):
+        return jinja_templates.template_from_spec(name)
     if name not in TEMPLATES:
-        raise ConfigError(f"unknown chat template {name!r}; choose one of {sorted(TEMPLATES)}")
+        hint = " ('tokenizer' is resolved from a DataConfig's vocabulary folder)" if name == "tokenizer" else ""
+        raise ConfigError(f"unknown chat template {name!r}; choose one of {sorted(TEMPLATES)} or 'tokenizer'{hint}")
     return TEMPLATES[name]

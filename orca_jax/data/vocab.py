@@ -9,6 +9,8 @@ SeqIO's packing treats 0 as padding, so no real token may have id 0.
                               real token, so every id is shifted up by one (`ID_OFFSET`): orca_jax id
                               = tokenizer id + 1, and 0 is free for padding. Import such a model with
                               `orca-import-hf --id_offset 1`, which shifts the embedding rows to match.
+                              BOS and EOS are those its tokenizer_config.json names, if it has one
+                              (a chat model's EOS is its end-of-turn token), else found by name.
 
 Added tokens (Orca's pad, ChatML's markers) are ids past the base vocabulary: `added_tokens` names
 them, in order; they encode from their literal text, as a tokenizer with added tokens would.
@@ -16,6 +18,7 @@ them, in order; they encode from their literal text, as a tokenizer with added t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -88,6 +91,10 @@ class HFTokenizerVocabulary(seqio.Vocabulary):
     @property
     def unk_id(self) -> int | None:
         return None
+
+    def token(self, token_id: int) -> str:
+        """The text of orca_jax id `token_id` (a special token's too)."""
+        return self._tokenizer.id_to_token(token_id - ID_OFFSET)
 
     @property
     def _base_vocab_size(self) -> int:
@@ -168,6 +175,31 @@ class AddedTokensVocabulary(seqio.Vocabulary):
         return isinstance(other, AddedTokensVocabulary) and (other.base, other.added) == (self.base, self.added)
 
 
+def _configured_specials(folder: str) -> tuple[str, str]:
+    """(BOS, EOS) texts a tokenizer_config.json beside a tokenizer.json names, as transformers reads
+    them ("" where it names none): a chat model's EOS is its end-of-turn token."""
+    path = os.path.join(folder, "tokenizer_config.json")
+    if not tf.io.gfile.exists(path):
+        return "", ""
+    try:
+        config = json.loads(tf.io.gfile.GFile(path).read())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    text = lambda v: str(v.get("content", "") if isinstance(v, dict) else v or "")  # noqa: E731
+    return text(config.get("bos_token")), text(config.get("eos_token"))
+
+
+def token_text(vocab: seqio.Vocabulary, token_id: int) -> str:
+    """The text of a tokenizer's token (e.g. EOS: "</s>", "<|eot_id|>"); "" for the byte vocabulary."""
+    if isinstance(vocab, AddedTokensVocabulary):
+        return vocab.added[token_id - vocab._first] if token_id >= vocab._first else token_text(vocab.base, token_id)
+    if isinstance(vocab, HFTokenizerVocabulary):
+        return vocab.token(token_id)
+    if isinstance(vocab, seqio.SentencePieceVocabulary):
+        return vocab.tokenizer.id_to_piece(token_id)
+    return ""
+
+
 def make_vocabulary(spec: str, added_tokens: Sequence[str] = ()) -> seqio.Vocabulary:
     """`byte`, a SentencePiece `.model` path, or a `tokenizer.json` path; plus added tokens."""
     if spec == "byte":
@@ -175,7 +207,7 @@ def make_vocabulary(spec: str, added_tokens: Sequence[str] = ()) -> seqio.Vocabu
     elif spec.endswith(".json"):
         if not tf.io.gfile.exists(spec):
             raise ConfigError(f"{spec}: no such tokenizer.json file")
-        vocab = HFTokenizerVocabulary(spec)
+        vocab = HFTokenizerVocabulary(spec, *_configured_specials(os.path.dirname(spec)))
     elif spec.endswith(".model") or os.path.basename(spec).startswith("tokenizer.model"):
         if not tf.io.gfile.exists(spec):
             raise ConfigError(f"{spec}: no such SentencePiece model file (DataConfig.vocabulary; a mini-Orca data "

@@ -151,7 +151,8 @@ def rank_options(
     for i, ex in enumerate(examples):
         prompt = prompt_tokens(vocab, template, system_message, ex)
         for letter, body in ex.options:
-            continuation = vocab.encode(option_text(ex, letter, body))
+            # A model's own template may open the reply with text the model writes (Llama-2's space).
+            continuation = vocab.encode(template.response_prefix + option_text(ex, letter, body))
             rows.append((i, letter, prompt + list(continuation), len(continuation)))
     scores = np.full(len(rows), -np.inf)
     shards = sharding.batch_shards(mesh)
