@@ -103,6 +103,12 @@ def test_agieval_reader_prompt_and_errors(tmp_path, agieval_dir):
     (bad / "lsat-lr.jsonl").write_text('{"question": "q", "options": ["(A)x"], "label": "A"}\n{oops\n')
     with pytest.raises(DataError, match=r"lsat-lr.jsonl:2: not valid JSON"):
         suites.read_agieval(str(bad), ("lsat-lr",))
+    (bad / "lsat-lr.jsonl").write_text('["q", "(A)x"]\n')
+    with pytest.raises(DataError, match=r"lsat-lr.jsonl:1: expected a JSON object"):
+        suites.read_agieval(str(bad), ("lsat-lr",))
+    (bad / "lsat-lr.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"lsat-lr.jsonl: no examples"):
+        suites.read_agieval(str(bad), ("lsat-lr",))
 
 
 @pytest.mark.parametrize(

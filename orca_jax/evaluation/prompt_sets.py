@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 
 from orca_jax.errors import DataError
-from orca_jax.evaluation.suites import read_text
+from orca_jax.evaluation.suites import read_jsonl, read_text
 
 ID_FIELDS = ("question_id", "idx", "id")
 TEXT_FIELDS = ("turns", "text", "Instruction", "instruction", "question", "prompt")
@@ -46,25 +45,6 @@ class OpenPrompt:
         if "cod" in label:  # Vicuna's "coding", WizardLM's "Code Generation" / "Code Debug"
             return "coding"
         return "math" if "math" in label else "general"
-
-
-def _jsonl(path: str) -> list[tuple[str, dict]]:
-    """(`file:line`, object) for every non-empty line."""
-    rows = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object")
-        rows.append((where, obj))
-    if not rows:
-        raise DataError(f"{path}: no lines")
-    return rows
 
 
 def _id(obj: dict, where: str) -> str:
@@ -91,7 +71,7 @@ def read_prompt_set(path: str) -> list[OpenPrompt]:
 
 def _read_jsonl(path: str) -> list[OpenPrompt]:
     prompts = []
-    for where, obj in _jsonl(path):
+    for where, obj in read_jsonl(path):
         field = next((f for f in TEXT_FIELDS if f in obj), None)
         text = obj.get(field) if field else None
         if field == "turns":
@@ -121,7 +101,7 @@ def _read_csv(path: str) -> list[OpenPrompt]:
 def read_references(path: str) -> dict[str, str]:
     """Prompt id -> reference answer, from a reference answers file (layouts above)."""
     answers: dict[str, str] = {}
-    for where, obj in _jsonl(path):
+    for where, obj in read_jsonl(path):
         key = _id(obj, where)
         field = next((f for f in ANSWER_FIELDS if f in obj), None)
         text = obj.get(field) if field else None

@@ -137,10 +137,10 @@ def read_text(path: str) -> str:
         raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
-def read_agieval_task(path: str, task: str) -> list[Example]:
-    lines = read_text(path).splitlines()
-    examples = []
-    for number, line in enumerate(lines, 1):
+def read_jsonl(path: str) -> list[tuple[str, dict]]:
+    """(`file:line`, object) for every non-empty line of a JSONL file of objects."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -148,6 +148,17 @@ def read_agieval_task(path: str, task: str) -> list[Example]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        rows.append((where, obj))
+    if not rows:
+        raise DataError(f"{path}: no examples")
+    return rows
+
+
+def read_agieval_task(path: str, task: str) -> list[Example]:
+    examples = []
+    for where, obj in read_jsonl(path):
         options, label, question = obj.get("options"), obj.get("label"), obj.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{where}: question: missing or empty")
@@ -162,8 +173,6 @@ def read_agieval_task(path: str, task: str) -> list[Example]:
         passage = obj.get("passage")
         user, reply_prefix = agieval_prompt(passage if isinstance(passage, str) else None, question, options)
         examples.append(Example(f"agieval/{task}", user, label, "letter", pairs, reply_prefix))
-    if not examples:
-        raise DataError(f"{path}: no examples")
     return examples
 
 
