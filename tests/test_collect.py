@@ -2,7 +2,6 @@
 teacher, with injected faults (429 + Retry-After, 500s, a hung request, malformed JSON, dropped
 connections, refusals, empty and truncated answers); the collector killed mid-run and restarted."""
 
-import http.server
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+from chat_server import ChatHandler, ChatServer
 
 from orca_jax.cli.data import main
 from orca_jax.datagen import collect, teacher_client
@@ -34,21 +34,9 @@ def operands(i):
     return 100 + i, 200 + 3 * i
 
 
-class TeacherHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as vLLM and hosted APIs speak
-
-    def log_message(self, *args):  # quiet
-        pass
-
+class TeacherHandler(ChatHandler):
     def reply(self, status, body, headers=()):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in headers:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        super().reply(status, body, headers)
         if self.server.stale:  # close after answering, though the reply promised to keep the connection
             self.close_connection = True
 
@@ -99,21 +87,10 @@ class TeacherHandler(http.server.BaseHTTPRequestHandler):
                                    "total_tokens": prompt + len(content) // 4}})  # fmt: skip
 
 
-class TeacherServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64  # the default backlog of 5 can drop a burst of connects past the client's timeout
-
+class TeacherServer(ChatServer):
     def __init__(self, latency=0.0):
-        super().__init__(("127.0.0.1", 0), TeacherHandler)
-        self.latency, self.lock = latency, threading.Lock()
-        self.attempts, self.log, self.stale = Counter(), [], False
-
-    def handle_error(self, request, client_address):  # the client hung up on a hung request: expected
-        pass
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        super().__init__(TeacherHandler, latency)
+        self.stale = False
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ judge and as a reference model: well-formed and malformed scores, 429s, dropped 
 JSON; the prompt-set layouts; the metrics; and `orca-eval` killed mid-judging and started again."""
 
 import csv
-import http.server
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import time
 from collections import Counter
 
 import pytest
+from chat_server import ChatHandler, ChatServer
 from test_eval import make_run
 
 from orca_jax.cli import eval as eval_binary
@@ -31,27 +31,12 @@ FIRST_TRY = {1: "429", 2: "drop", 3: "bad_json", 4: "500"}
 UNREADABLE = {5}  # the judge writes no scores for these prompts
 
 
-class JudgeHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status, body, headers=()):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
+class JudgeHandler(ChatHandler):
     def do_POST(self):
         srv = self.server
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.headers.get("Authorization") != f"Bearer {KEY}":
-            return self.send(401, {"error": {"message": "Incorrect API key provided"}})
+            return self.reply(401, {"error": {"message": "Incorrect API key provided"}})
         question = request["messages"][-1]["content"]
         if request["model"] == "reference-model":  # asked the prompt itself
             key, content = f"ref/{question}", f"REFERENCE ANSWER to {question}"
@@ -63,16 +48,16 @@ class JudgeHandler(http.server.BaseHTTPRequestHandler):
             srv.log.append((key, attempt, time.monotonic(), request))
         fault = FIRST_TRY.get(srv.prompt_of.get(key, -1)) if attempt == 0 else None
         if fault == "429":
-            return self.send(429, {"error": "rate limited"}, [("Retry-After", "0.1")])
+            return self.reply(429, {"error": "rate limited"}, [("Retry-After", "0.1")])
         if fault == "500":
-            return self.send(500, {"error": "internal"})
+            return self.reply(500, {"error": "internal"})
         if fault == "drop":
             self.close_connection = True
             return
         if fault == "bad_json":
-            return self.send(200, b'{"choices": [{"message": {"content": "4 ')
+            return self.reply(200, b'{"choices": [{"message": {"content": "4 ')
         time.sleep(srv.latency)
-        self.send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+        self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                                      "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": len(question) // 4, "completion_tokens": 20}})  # fmt: skip
 
@@ -91,21 +76,10 @@ class JudgeHandler(http.server.BaseHTTPRequestHandler):
         return key, f"{a1 + FIRST_BONUS} {a2}\nAssistant 1 was better organised."
 
 
-class JudgeServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
+class JudgeServer(ChatServer):
     def __init__(self, latency=0.0):
-        super().__init__(("127.0.0.1", 0), JudgeHandler)
-        self.latency, self.lock = latency, threading.Lock()
-        self.attempts, self.log, self.prompt_of = Counter(), [], {}
-
-    def handle_error(self, request, client_address):
-        pass
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        super().__init__(JudgeHandler, latency)
+        self.prompt_of = {}
 
 
 @pytest.fixture

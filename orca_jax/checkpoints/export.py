@@ -21,7 +21,7 @@ import numpy as np
 from orca_jax.checkpoints import bundle, hf
 from orca_jax.checkpoints.store import Checkpoints, checkpoints_dir
 from orca_jax.data import jinja_templates
-from orca_jax.data.vocab import DEFAULT_BOS_ID, DEFAULT_EOS_ID
+from orca_jax.data.vocab import DEFAULT_BOS_ID, DEFAULT_EOS_ID, read_tokenizer_config
 from orca_jax.errors import CheckpointError
 from orca_jax.model.config import DTYPES, RUNTIME_FIELDS
 from orca_jax.parallel import sharding
@@ -144,11 +144,7 @@ def write_tokenizer_files(model_bundle: bundle.ModelBundle, out: str) -> list[st
 def _source_tokenizer_config(tokenizer_json: str) -> dict:
     """The tokenizer_config.json beside a tokenizer.json (copied into a run's assets), without its chat
     template, which the export sets from the checkpoint's own."""
-    path = os.path.join(os.path.dirname(tokenizer_json), "tokenizer_config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        config = json.load(f)
+    config = read_tokenizer_config(os.path.dirname(tokenizer_json))
     config.pop("chat_template", None)
     return config
 

@@ -36,7 +36,7 @@ import os
 from datetime import datetime
 
 from orca_jax.data.templates import ChatTemplate, get_template
-from orca_jax.data.vocab import token_text
+from orca_jax.data.vocab import read_tokenizer_config, special_token_text, token_text
 from orca_jax.errors import ConfigError
 
 PREFIX = "jinja:"
@@ -44,26 +44,11 @@ SENTINELS = {"system": "ORCASYSTEMSENTINEL", "user": "ORCAUSERSENTINEL", "assist
 FOLDED_SYSTEM = "\n\n"  # between the system message and the question where a template has no system role
 
 
-def _token_text(value) -> str:
-    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
-    if isinstance(value, dict):
-        return str(value.get("content", ""))
-    return str(value or "")
-
-
 def read_folder_template(folder: str) -> dict | None:
     """{"chat_template", "bos_token", "eos_token"} of a tokenizer folder, or None when it has no chat
     template. transformers 5 writes the template to chat_template.jinja; older folders keep it in
     tokenizer_config.json (a string, or a list of named templates of which "default" is used)."""
-    config: dict = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the second wins, as in transformers
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    config.update(json.load(f))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    config = read_tokenizer_config(folder, ("special_tokens_map.json", "tokenizer_config.json"))
     template = config.get("chat_template")
     jinja_file = os.path.join(folder, "chat_template.jinja")
     if os.path.isfile(jinja_file):
@@ -74,8 +59,8 @@ def read_folder_template(folder: str) -> dict | None:
         template = named.get("default")
     if not template:
         return None
-    return {"chat_template": template, "bos_token": _token_text(config.get("bos_token")),
-            "eos_token": _token_text(config.get("eos_token"))}  # fmt: skip
+    return {"chat_template": template, "bos_token": special_token_text(config.get("bos_token")),
+            "eos_token": special_token_text(config.get("eos_token"))}  # fmt: skip
 
 
 def spec_from_folder(folder: str, field: str) -> str:

@@ -175,18 +175,25 @@ class AddedTokensVocabulary(seqio.Vocabulary):
         return isinstance(other, AddedTokensVocabulary) and (other.base, other.added) == (self.base, self.added)
 
 
-def _configured_specials(folder: str) -> tuple[str, str]:
-    """(BOS, EOS) texts a tokenizer_config.json beside a tokenizer.json names, as transformers reads
-    them ("" where it names none): a chat model's EOS is its end-of-turn token."""
-    path = os.path.join(folder, "tokenizer_config.json")
-    if not tf.io.gfile.exists(path):
-        return "", ""
-    try:
-        config = json.loads(tf.io.gfile.GFile(path).read())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    text = lambda v: str(v.get("content", "") if isinstance(v, dict) else v or "")  # noqa: E731
-    return text(config.get("bos_token")), text(config.get("eos_token"))
+def read_tokenizer_config(folder: str, names: Sequence[str] = ("tokenizer_config.json",)) -> dict:
+    """The tokenizer configs `names` in `folder`, merged in order (a later file's keys win, as in
+    transformers); {} where there are none. A malformed file is one clear error."""
+    config: dict = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if not tf.io.gfile.exists(path):
+            continue
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                config.update(json.loads(f.read()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return config
+
+
+def special_token_text(value) -> str:
+    """A special token as a tokenizer config writes it: a string, or {"content": ...}; "" for none."""
+    return str(value.get("content", "") if isinstance(value, dict) else value or "")
 
 
 def token_text(vocab: seqio.Vocabulary, token_id: int) -> str:
@@ -207,7 +214,9 @@ def make_vocabulary(spec: str, added_tokens: Sequence[str] = ()) -> seqio.Vocabu
     elif spec.endswith(".json"):
         if not tf.io.gfile.exists(spec):
             raise ConfigError(f"{spec}: no such tokenizer.json file")
-        vocab = HFTokenizerVocabulary(spec, *_configured_specials(os.path.dirname(spec)))
+        config = read_tokenizer_config(os.path.dirname(spec))  # a chat model's EOS is its end-of-turn token
+        vocab = HFTokenizerVocabulary(spec, special_token_text(config.get("bos_token")),
+                                      special_token_text(config.get("eos_token")))  # fmt: skip
     elif spec.endswith(".model") or os.path.basename(spec).startswith("tokenizer.model"):
         if not tf.io.gfile.exists(spec):
             raise ConfigError(f"{spec}: no such SentencePiece model file (DataConfig.vocabulary; a mini-Orca data "

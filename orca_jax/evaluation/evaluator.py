@@ -63,7 +63,7 @@ class Suites:
     task_dirs: dict[str, str] = dataclasses.field(default_factory=dict)  # suite name -> folder
     heldout: str = ""  # record files (paths or globs), or "training"
 
-    def read_examples(self, judged: bool = False) -> list[Example]:
+    def read_examples(self) -> list[Example]:
         examples: list[Example] = []
         if self.bbh_dir:
             examples += suites.read_bbh(self.bbh_dir, tuple(self.bbh_tasks))
@@ -71,8 +71,6 @@ class Suites:
             examples += suites.read_agieval(self.agieval_dir, tuple(self.agieval_tasks))
         for suite, folder in self.task_dirs.items():
             examples += suites.read_task_folder(folder, suite)
-        if not examples and not self.heldout and not judged:
-            raise ConfigError("nothing to evaluate: set bbh_dir, agieval_dir, task_dirs, heldout or Judged.prompt_sets")
         return examples
 
 
@@ -235,7 +233,9 @@ def evaluate(
     orca_jax run, an export, or a Hugging Face folder. Returns each one's metrics."""
     follow.checkpoint_steps(checkpoint_dir)  # a folder with no checkpoints fails here, first
     judged_sets = judged.read()  # so do bad prompt sets, reference files and judge settings
-    examples = suites.read_examples(bool(judged_sets))  # and bad benchmark files, before any parameters are read
+    examples = suites.read_examples()  # and bad benchmark files, before any parameters are read
+    if not examples and not suites.heldout and not judged_sets:
+        raise ConfigError("nothing to evaluate: set bbh_dir, agieval_dir, task_dirs, heldout or Judged.prompt_sets")
     mesh = sharding.make_mesh(mesh_config)
     out = output_dir or os.path.join(paths.absolute(checkpoint_dir), "eval")
 

@@ -61,7 +61,8 @@ class Judged:
     retry_max_s: float = 60.0
 
     def read(self) -> dict[str, list[OpenPrompt]]:
-        """Every prompt set, checked with its reference answers before anything is asked."""
+        """Every prompt set, checked, with its reference answers where a file gives them, before
+        anything is asked."""
         if not self.prompt_sets:
             return {}
         if not (self.judge_url and self.judge_model):
@@ -76,6 +77,7 @@ class Judged:
                 missing = [p.id for p in prompts if p.id not in answers]
                 if missing:
                     raise DataError(f"{path}: no reference answer for prompt ids {missing[:5]} of set {name!r}")
+                sets[name] = [dataclasses.replace(p, reference=answers[p.id]) for p in prompts]
             elif not (self.reference_url and self.reference_model):
                 raise ConfigError(f"prompt set {name!r}: give Judged.references['{name}'] (a file) or "
                                   f"Judged.reference_url and Judged.reference_model (a model to ask)")  # fmt: skip
@@ -123,8 +125,8 @@ def evaluate(
     metrics: dict[str, float] = {}
     rows_out: list[dict] = []
     for name, prompts in sets.items():
-        if name in judged.references:
-            references = read_references(judged.references[name])
+        if name in judged.references:  # read with the prompts, by Judged.read
+            references = {p.id: p.reference for p in prompts}
         else:
             references = ask_references(judged, prompts, os.path.join(out_dir, f"judged_references_{name}.jsonl"))
         rows = judge_set(

@@ -28,18 +28,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from functools import partial
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.experimental import multihost_utils
 
 from orca_jax.checkpoints import bundle
 from orca_jax.errors import ConfigError
-from orca_jax.evaluation.responses import cut_at_stop, on_mesh
+from orca_jax.evaluation.responses import cut_at_stop, score_continuations
 from orca_jax.model.decode import generate, prepare
-from orca_jax.model.llama import Decoder
 from orca_jax.parallel import sharding
 
 try:
@@ -53,7 +48,6 @@ except ImportError as e:  # lm-eval is an optional extra; nothing else in orca_j
     raise ImportError(f'orca_jax.evaluation.lm_harness needs lm-eval: pip install -e ".[lm_eval]" ({e})') from e
 
 log = logging.getLogger(__name__)
-PAD_TO = 64
 KNOWN_ARGS = "path, step, batch_size, max_length, max_gen_toks, dtype, data, fsdp, tensor, seed"
 
 
@@ -62,19 +56,6 @@ def _whole(name: str, value, minimum: int) -> int:
     if str(value).strip().removeprefix("-").isdigit() and int(value) >= minimum:
         return int(value)
     raise ConfigError(f"orca_jax model_args: {name} must be a whole number >= {minimum}, got {value!r}")
-
-
-@partial(jax.jit, static_argnames=("model",))
-def _score(model: Decoder, params, tokens: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """tokens [B, T + 1] right-padded with 0; weights mark the scored tokens. Each row's summed
-    log-probability of its scored tokens, and whether each of them is the argmax (lm-eval's is_greedy)."""
-    inputs, targets, scored = tokens[:, :-1], tokens[:, 1:], weights[:, 1:] > 0
-    segments = (inputs != 0).astype(jnp.int32)
-    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
-    logits = model.apply({"params": params}, inputs, positions, segments)
-    token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
-    greedy = jnp.argmax(logits, axis=-1) == targets
-    return jnp.sum(jnp.where(scored, token_logp, 0.0), axis=1), jnp.all(greedy | ~scored, axis=1)
 
 
 class OrcaJaxLM(TemplateLM):
@@ -151,31 +132,13 @@ class OrcaJaxLM(TemplateLM):
         return self._score_rows(rows, "loglikelihood", disable_tqdm)
 
     def _score_rows(self, rows: list[tuple[list[int], int]], label: str, quiet: bool) -> list[tuple[float, bool]]:
-        """rows: (tokens, n): score the last n tokens of each. Longest first, so batches pad little."""
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
-        shards = sharding.batch_shards(self.mesh)
-        # Every batch has the same number of rows (a multiple of the batch shards): one compile per length.
-        n = -(-self.batch_size // shards) * shards
-        results: list[tuple[float, bool]] = [(0.0, False)] * len(rows)
+        """rows: (tokens, n): the last n tokens of each scored (responses.score_continuations)."""
         progress = tqdm(total=len(rows), desc=label, disable=quiet or jax.process_index() != 0)
-        for start in range(0, len(order), n):
-            chunk = order[start : start + n]
-            width = -(-(len(rows[chunk[0]][0]) - 1) // PAD_TO) * PAD_TO + 1  # inputs a multiple of PAD_TO
-            tokens, weights = np.zeros((n, width), np.int32), np.zeros((n, width), np.int32)
-            for j, i in enumerate(chunk):
-                toks, scored = rows[i]
-                tokens[j, : len(toks)] = toks
-                weights[j, len(toks) - scored : len(toks)] = 1
-            with sharding.use_mesh(self.mesh):
-                logp, greedy = _score(self.model, self.bundle.params, on_mesh(tokens, self.mesh),
-                                      on_mesh(weights, self.mesh))  # fmt: skip
-            logp = np.asarray(multihost_utils.process_allgather(logp, tiled=True))
-            greedy = np.asarray(multihost_utils.process_allgather(greedy, tiled=True))
-            for j, i in enumerate(chunk):
-                results[i] = (float(logp[j]), bool(greedy[j]))
-            progress.update(len(chunk))
+        with sharding.use_mesh(self.mesh):
+            logp, greedy = score_continuations(self.model, self.bundle.params, self.mesh, rows, self.batch_size,
+                                               progress.update)  # fmt: skip
         progress.close()
-        return results
+        return [(float(x), bool(g)) for x, g in zip(logp, greedy, strict=True)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Each text's log-probability after BOS, in lm-eval's rolling windows of max_length tokens,

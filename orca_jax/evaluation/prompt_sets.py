@@ -37,6 +37,7 @@ class OpenPrompt:
     id: str
     text: str
     category: str = ""  # the file's own label ("coding", "math", "Code Generation", ...)
+    reference: str | None = None  # the reference answer, when a file gives it
 
     @property
     def judge_kind(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import jax
@@ -111,17 +111,45 @@ def generate_answers(
 
 @partial(jax.jit, static_argnames=("model",))
 def _continuation_logprobs(model: Decoder, params, tokens: jax.Array, weights: jax.Array):
-    """tokens [B, T] right-padded with 0; weights [B, T] mark the continuation's tokens. Returns each
-    row's summed log-probability of its weighted tokens and their count."""
-    inputs, targets, weights = tokens[:, :-1], tokens[:, 1:], weights[:, 1:].astype(jnp.float32)
+    """tokens [B, T + 1] right-padded with 0; weights mark the scored tokens. Each row's summed
+    log-probability of its scored tokens, and whether each of them is the model's argmax."""
+    inputs, targets, scored = tokens[:, :-1], tokens[:, 1:], weights[:, 1:] > 0
     segments = (inputs != 0).astype(jnp.int32)
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
     logits = model.apply({"params": params}, inputs, positions, segments)
     token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(token_logp * weights, axis=1), jnp.sum(weights, axis=1)
+    greedy = jnp.argmax(logits, axis=-1) == targets
+    return jnp.sum(jnp.where(scored, token_logp, 0.0), axis=1), jnp.all(greedy | ~scored, axis=1)
 
 
-def on_mesh(host_array: np.ndarray, mesh: Mesh) -> jax.Array:
+def score_continuations(
+    model: Decoder, params, mesh: Mesh, rows: Sequence[tuple[Sequence[int], int]], batch_size: int,
+    on_batch: Callable[[int], None] = lambda n: None, pad_to: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """rows: (tokens, n). The summed log-probability of each row's last n tokens, and whether each of
+    them is the model's greedy choice, in the rows' order. Rows go longest first in batches of one
+    size (a multiple of the batch shards), inputs padded to a multiple of `pad_to`: few shapes
+    compile, and batches pad little. `on_batch(rows done)` follows progress."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    shards = sharding.batch_shards(mesh)
+    n = -(-batch_size // shards) * shards
+    logps, greedy = np.zeros(len(rows)), np.zeros(len(rows), bool)
+    for start in range(0, len(order), n):
+        chunk = order[start : start + n]
+        width = -(-(len(rows[chunk[0]][0]) - 1) // pad_to) * pad_to + 1
+        tokens, weights = np.zeros((n, width), np.int32), np.zeros((n, width), np.int32)
+        for j, i in enumerate(chunk):
+            toks, scored = rows[i]
+            tokens[j, : len(toks)] = toks
+            weights[j, len(toks) - scored : len(toks)] = 1
+        logp, best = _continuation_logprobs(model, params, _on_mesh(tokens, mesh), _on_mesh(weights, mesh))
+        logps[chunk] = np.asarray(multihost_utils.process_allgather(logp, tiled=True))[: len(chunk)]
+        greedy[chunk] = np.asarray(multihost_utils.process_allgather(best, tiled=True))[: len(chunk)]
+        on_batch(len(chunk))
+    return logps, greedy
+
+
+def _on_mesh(host_array: np.ndarray, mesh: Mesh) -> jax.Array:
     """A global array split over the batch shards; every host holds all of `host_array`."""
     return jax.make_array_from_callback(host_array.shape, sharding.batch_sharding(mesh), lambda i: host_array[i])
 
@@ -142,7 +170,6 @@ def rank_options(
     system_message: str,
     batch_size: int,
     length_normalized: bool = False,
-    pad_to: int = 64,
 ) -> list[str | None]:
     """For each multiple-choice example, the letter of the option the model finds most likely as
     the reply (summed log-probability, or per token when `length_normalized`); None without options.
@@ -154,22 +181,10 @@ def rank_options(
             # A model's own template may open the reply with text the model writes (Llama-2's space).
             continuation = vocab.encode(template.response_prefix + option_text(ex, letter, body))
             rows.append((i, letter, prompt + list(continuation), len(continuation)))
-    scores = np.full(len(rows), -np.inf)
-    shards = sharding.batch_shards(mesh)
     progress = Progress("ranking options", len(rows))
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        n = -(-len(chunk) // shards) * shards
-        length = -(-max(len(r[2]) for r in chunk) // pad_to) * pad_to
-        tokens, weights = np.zeros((n, length), np.int32), np.zeros((n, length), np.int32)
-        for j, (_, _, toks, cont) in enumerate(chunk):
-            tokens[j, : len(toks)] = toks
-            weights[j, len(toks) - cont : len(toks)] = 1
-        logp, count = _continuation_logprobs(model, params, on_mesh(tokens, mesh), on_mesh(weights, mesh))
-        logp = np.asarray(multihost_utils.process_allgather(logp, tiled=True))[: len(chunk)]
-        count = np.asarray(multihost_utils.process_allgather(count, tiled=True))[: len(chunk)]
-        scores[start : start + len(chunk)] = logp / np.maximum(count, 1) if length_normalized else logp
-        progress.update(len(chunk))
+    logp, _ = score_continuations(model, params, mesh, [(toks, cont) for _, _, toks, cont in rows], batch_size,
+                                  progress.update)  # fmt: skip
+    scores = logp / np.maximum([cont for *_, cont in rows], 1) if length_normalized else logp
     best: list[str | None] = [None] * len(examples)
     best_score = [-np.inf] * len(examples)
     for (i, letter, _, _), score in zip(rows, scores, strict=True):
